@@ -1,0 +1,222 @@
+"""``mmssl data``: import, export, inspect and prepare datasets.
+
+    mmssl data import --format {mmssl,mmrec,recbole,csv} SRC DEST [--split SPEC] [--seed N] ...
+    mmssl data export --format {mmssl,mmrec} DIR DEST [--overwrite]
+    mmssl data stats DIR [--json]
+    mmssl data prepare NAME DEST [--source DIR] [--overwrite]
+
+DEST of ``import`` and DIR of ``export`` / ``stats`` are dataset directories in mmssl's own layout
+(``mmssl.data.dataset.save_dataset``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+
+from mmssl.data.dataset import Dataset, load_dataset, save_dataset
+from mmssl.data.formats import EXPORT_FORMATS, IMPORT_FORMATS, export_dataset, import_dataset
+from mmssl.data.splits import DEFAULT_SEED
+from mmssl.errors import DataError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``data`` command group to the top-level ``mmssl`` parser."""
+    data = subparsers.add_parser(
+        "data",
+        help="import, export, inspect and prepare datasets",
+        description="Import, export, inspect and prepare datasets.",
+    )
+    actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+
+    imp = actions.add_parser(
+        "import",
+        help="read another layout into a dataset directory",
+        description="Read SRC in --format into the dataset directory DEST (written atomically).",
+    )
+    # Formats are checked by the handler, not argparse, so a wrong one is a one-line error.
+    imp.add_argument(
+        "--format",
+        required=True,
+        metavar="{" + ",".join(IMPORT_FORMATS) + "}",
+        help="layout of SRC",
+    )
+    imp.add_argument("src", metavar="SRC", help="source directory (or file for csv)")
+    imp.add_argument("dest", metavar="DEST", help="dataset directory to create")
+    imp.add_argument(
+        "--split",
+        metavar="SPEC",
+        help="random:8:1:1, user-time:8:1:1 or global-time:T1:T2 (unsplit sources)",
+    )
+    imp.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"seed of the random split (default {DEFAULT_SEED})",
+    )
+    imp.add_argument(
+        "--kcore",
+        type=int,
+        metavar="K",
+        help="keep the K-core: users and items with >= K interactions",
+    )
+    imp.add_argument(
+        "--dedup",
+        default="first",
+        metavar="{first,last}",
+        help="which of repeated (user, item) interactions to keep (default first)",
+    )
+    imp.add_argument(
+        "--feature",
+        action="append",
+        metavar="NAME=PATH",
+        help="item features: .npy in item order or a table with an item-id column",
+    )
+    imp.add_argument(
+        "--feature-id-col",
+        default="item_id",
+        help="item-id column of feature tables (default item_id)",
+    )
+    imp.add_argument("--user-col", help="user id column")
+    imp.add_argument("--item-col", help="item id column")
+    imp.add_argument("--rating-col", help="rating column (for --threshold)")
+    imp.add_argument("--threshold", type=float, help="keep interactions with rating >= this")
+    imp.add_argument("--time-col", help="timestamp column (numbers or dates)")
+    imp.add_argument("--split-col", help="column with train/valid/test or 0/1/2")
+    imp.add_argument("--name", help="NAME of NAME.inter (mmrec, recbole)")
+    imp.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    imp.set_defaults(func=_cmd_import)
+
+    exp = actions.add_parser(
+        "export",
+        help="write a dataset directory in another layout",
+        description="Write the dataset directory DIR in --format to DEST (atomically).",
+    )
+    exp.add_argument("--format", required=True, metavar="{" + ",".join(EXPORT_FORMATS) + "}")
+    exp.add_argument("dir", metavar="DIR", help="dataset directory")
+    exp.add_argument("dest", metavar="DEST", help="directory to create")
+    exp.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    exp.set_defaults(func=_cmd_export)
+
+    stats = actions.add_parser("stats", help="counts, density, modalities, cold start")
+    stats.add_argument("dir", metavar="DIR", help="dataset directory")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(func=_cmd_stats)
+
+    prep = actions.add_parser("prepare", help="build a named dataset from its sources")
+    prep.add_argument("name", metavar="NAME", help="dataset name")
+    prep.add_argument("dest", metavar="DEST", help="dataset directory to create")
+    prep.add_argument("--source", metavar="DIR", help="directory holding the source files")
+    prep.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    prep.set_defaults(func=_cmd_prepare)
+
+
+# ------------------------------------------------------------------------ handlers
+def _cmd_import(args: argparse.Namespace) -> int:
+    if args.format not in IMPORT_FORMATS:
+        raise DataError(f"unknown format {args.format!r} (known: {', '.join(IMPORT_FORMATS)})")
+    dest = Path(args.dest)
+    if dest.exists() and not args.overwrite:
+        raise DataError(f"{dest}: destination exists (use --overwrite to replace it)")
+    ds = import_dataset(
+        args.format,
+        args.src,
+        split=args.split,
+        seed=args.seed,
+        kcore=args.kcore,
+        dedup=args.dedup,
+        features=args.feature,
+        feature_id_col=args.feature_id_col,
+        user_col=args.user_col,
+        item_col=args.item_col,
+        rating_col=args.rating_col,
+        time_col=args.time_col,
+        split_col=args.split_col,
+        threshold=args.threshold,
+        name=args.name,
+    )
+    save_dataset(ds, dest, overwrite=args.overwrite)
+    print(f"imported {args.format} {args.src} -> {dest}")
+    print(_summary(ds))
+    for note in ds.info.get("notes", []):
+        print(f"  note: {note}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    if args.format not in EXPORT_FORMATS:
+        raise DataError(
+            f"unknown export format {args.format!r} (known: {', '.join(EXPORT_FORMATS)})"
+        )
+    dest = Path(args.dest)
+    if dest.exists() and not args.overwrite:
+        raise DataError(f"{dest}: destination exists (use --overwrite to replace it)")
+    ds = load_dataset(args.dir)
+    export_dataset(ds, args.format, dest, overwrite=args.overwrite)
+    print(f"exported {args.dir} -> {dest} ({args.format})")
+    print(_summary(ds))
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    stats = load_dataset(args.dir).stats()
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=False))
+    else:
+        print(format_stats(stats))
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    try:
+        registry = importlib.import_module("mmssl.data.registry")
+    except ModuleNotFoundError as e:
+        if e.name != "mmssl.data.registry":
+            raise
+        raise DataError(
+            "data prepare is unavailable: mmssl.data.registry is not installed"
+        ) from None
+    registry.prepare(args.name, args.dest, source=args.source, overwrite=args.overwrite)
+    return 0
+
+
+# ------------------------------------------------------------------------ printing
+def _summary(ds: Dataset) -> str:
+    sizes = ", ".join(f"{s} {ds.split_size(s)}" for s in ("train", "valid", "test"))
+    mods = ", ".join(f"{n} ({d})" for n, d in ds.modalities.items()) or "none"
+    lines = [
+        f"  users {ds.n_users}, items {ds.n_items}, interactions {len(ds.users)} ({sizes})",
+        f"  modalities: {mods}",
+        f"  split: {ds.info.get('split')}"
+        + (f" (seed {ds.info['seed']})" if ds.info.get("seed") is not None else ""),
+    ]
+    return "\n".join(lines)
+
+
+def format_stats(stats: dict) -> str:
+    """Human-readable lines of ``Dataset.stats()``."""
+    mods = ", ".join(f"{n} ({d})" for n, d in stats["modalities"].items()) or "none"
+    zero = ", ".join(f"{n} {c}" for n, c in stats["zero_feature_rows"].items()) or "-"
+    split = stats.get("split_protocol") or "-"
+    if stats.get("seed") is not None:
+        split += f" (seed {stats['seed']})"
+    rows = [
+        ("users", stats["users"]),
+        ("items", stats["items"]),
+        ("interactions", stats["interactions"]),
+        ("  train", stats["train"]),
+        ("  valid", stats["valid"]),
+        ("  test", stats["test"]),
+        ("density", f"{stats['density']:.4%}"),
+        ("modalities", mods),
+        ("cold items", f"{stats['cold_items']} (in valid/test, not in train)"),
+        ("cold users", f"{stats['cold_users']} (in valid/test, not in train)"),
+        ("users with valid", stats["users_with_valid"]),
+        ("users with test", stats["users_with_test"]),
+        ("zero feature rows", zero),
+        ("split", split),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

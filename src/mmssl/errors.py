@@ -1,0 +1,13 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with code 2."""
+
+
+class MmsslError(Exception):
+    """Base class of every error mmssl raises on purpose."""
+
+
+class DataError(MmsslError):
+    """Bad input data: the message names the file, the line or field, and what is wrong."""
+
+
+class ConfigError(MmsslError):
+    """Bad configuration: unknown key, wrong type, or an impossible value."""

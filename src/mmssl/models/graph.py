@@ -1,0 +1,218 @@
+"""Sparse graphs shared by the graph-based models.
+
+* ``bipartite_adjacency``: the normalised (U + I, U + I) user-item adjacency of LightGCN-style
+  propagation, built once with scipy.
+* ``SparseGraph``: a fixed sparse matrix G with ``G @ X`` differentiable in X (CSR kernels both
+  ways).
+* ``sparse_product``: ``S @ X`` for a sparse S whose values carry gradients (learned graphs).
+* ``knn_edges``, ``coalesce``, ``sym_normalise``: item-item kNN graphs from modality features,
+  kept sparse (top-k per row, computed in chunks of rows).
+
+All-zero feature rows (an item with nothing in a modality, e.g. a film with no knowledge-graph
+link) have no direction, so their cosine similarity to anything is meaningless: ``knn_edges``
+gives such items no edges at all, neither as a source nor as anybody's neighbour. Without this
+the similarity is 0/0 (NaN, stock LATTICE) or, with an epsilon, 0 to every item, which makes
+zero rows everybody's tie-broken neighbour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------- user-item graphs
+
+
+def bipartite_adjacency(train: sp.spmatrix, norm: str = "sym") -> sp.csr_matrix:
+    """The (U + I, U + I) adjacency A = [[0, R], [R^T, 0]] of the training matrix R (U, I), normalised.
+
+    Args:
+        train: (n_users, n_items) training interactions; any positive entry is an edge.
+        norm: ``"sym"``: D^{-1/2} A D^{-1/2}, D the node degrees + 1e-7 (LightGCN, FREEDOM and
+            BM3 in MMRec); ``"left_self_loops"``: D^{-1} (A + I), D the degrees of A + I
+            (LATTICE in MMRec).
+
+    Returns:
+        float32 CSR (n_users + n_items, n_users + n_items); users first, then items.
+    """
+    r = sp.csr_matrix(train, dtype=np.float32)
+    r.data[:] = 1.0
+    r.sum_duplicates()
+    r.data[:] = 1.0
+    adj = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
+    if norm == "sym":
+        degree = np.asarray(adj.sum(axis=1)).ravel() + 1e-7
+        d = sp.diags(np.power(degree, -0.5).astype(np.float32))
+        return (d @ adj @ d).tocsr().astype(np.float32)
+    if norm == "left_self_loops":
+        adj = adj + sp.eye(adj.shape[0], dtype=np.float32, format="csr")
+        degree = np.asarray(adj.sum(axis=1)).ravel()
+        return (sp.diags((1.0 / degree).astype(np.float32)) @ adj).tocsr().astype(np.float32)
+    raise ValueError(f"unknown normalisation {norm!r}")
+
+
+class SparseGraph:
+    """A fixed sparse matrix G (n, m) for products G @ X with gradients for X; CSR kernels,
+    with G^T stored too so the backward pass is also a CSR product."""
+
+    def __init__(self, matrix: sp.spmatrix, device: torch.device):
+        self.shape = matrix.shape
+        self.nnz = matrix.nnz
+        self.csr = _to_torch_csr(sp.csr_matrix(matrix), device)
+        self.csr_t = _to_torch_csr(sp.csr_matrix(matrix.T), device)
+
+    @classmethod
+    def from_edges(cls, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
+                   shape: tuple[int, int], device: torch.device) -> SparseGraph:
+        """The graph with entries ``values`` at (rows, cols); duplicates are summed."""
+        m = sp.coo_matrix((values.detach().cpu().numpy().astype(np.float32),
+                           (rows.cpu().numpy(), cols.cpu().numpy())), shape=shape)
+        return cls(m.tocsr(), device)
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        return _GraphProduct.apply(x, self)
+
+
+class _GraphProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, graph):
+        ctx.graph = graph
+        return graph.csr.to(x.dtype) @ x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.graph.csr_t.to(grad.dtype) @ grad.contiguous(), None
+
+
+def _to_torch_csr(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    m = m.copy()
+    m.sum_duplicates()
+    m.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
+        torch.from_numpy(m.data.astype(np.float32)), m.shape, device=device)
+
+
+# ------------------------------------------------------- graphs with learned values
+
+
+def sparse_product(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
+                   dense: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """S @ X, S (n_rows, m) sparse with entries ``values`` at (rows, cols), X (m, d) dense.
+
+    Differentiable in ``values`` and ``dense``. The entries must be coalesced and sorted by
+    (row, col), as ``coalesce`` returns them. Returns (n_rows, d).
+    """
+    return _SparseValuesProduct.apply(values, rows, cols, dense, n_rows)
+
+
+class _SparseValuesProduct(torch.autograd.Function):
+    """CSR kernels both ways: PyTorch's COO product is several times slower on CPUs, and its
+    CSR product has no gradient for the values."""
+
+    @staticmethod
+    def forward(ctx, values, rows, cols, dense, n_rows):
+        crow = torch.ops.aten._convert_indices_from_coo_to_csr(rows, n_rows)
+        s = torch.sparse_csr_tensor(crow, cols, values.to(dense.dtype), (n_rows, dense.shape[0]))
+        ctx.save_for_backward(values, rows, cols, crow, dense)
+        return s @ dense
+
+    @staticmethod
+    def backward(ctx, grad):
+        values, rows, cols, crow, dense = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_values = grad_dense = None
+        if ctx.needs_input_grad[0]:  # <grad[row], dense[col]> at each stored entry
+            pattern = torch.sparse_csr_tensor(crow, cols, torch.zeros_like(values, dtype=grad.dtype),
+                                              (grad.shape[0], dense.shape[0]))
+            grad_values = torch.sparse.sampled_addmm(pattern, grad, dense.T).values().to(values.dtype)
+        if ctx.needs_input_grad[3]:  # S^T @ grad
+            order = torch.argsort(cols * grad.shape[0] + rows)
+            crow_t = torch.ops.aten._convert_indices_from_coo_to_csr(cols[order], dense.shape[0])
+            s_t = torch.sparse_csr_tensor(crow_t, rows[order], values[order].to(grad.dtype),
+                                          (dense.shape[0], grad.shape[0]))
+            grad_dense = s_t @ grad
+        return grad_values, None, None, grad_dense, None
+
+
+def coalesce(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
+             n_cols: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sort entries by (row, col) and sum duplicates (differentiable in ``values``)."""
+    keys = rows * n_cols + cols
+    unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    summed = torch.zeros(len(unique), dtype=values.dtype, device=values.device).index_add(0, inverse, values)
+    return unique // n_cols, unique % n_cols, summed
+
+
+def sym_normalise(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
+                  n: int) -> torch.Tensor:
+    """Values of D^{-1/2} S D^{-1/2}, D the row sums of the (n, n) matrix S.
+
+    Rows whose sum is not positive (no edges, or similarities summing below zero) get
+    D^{-1/2} = 0 instead of inf or NaN, so they propagate nothing.
+    """
+    degree = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
+    positive = degree > 0
+    inv_sqrt = torch.where(positive, degree.clamp_min(1e-12).rsqrt(), torch.zeros_like(degree))
+    return values * inv_sqrt[rows] * inv_sqrt[cols]
+
+
+# ------------------------------------------------------------------- kNN graphs
+
+
+def nonzero_rows(features: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Bool (n,): True where a feature row has at least one non-zero entry."""
+    if isinstance(features, torch.Tensor):
+        return (features != 0).any(dim=1)
+    return torch.from_numpy(np.asarray((np.asarray(features) != 0).any(axis=1)))
+
+
+def knn_edges(features: torch.Tensor, k: int, valid: torch.Tensor | None = None,
+              chunk_rows: int = 2048) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each item's k most cosine-similar items (itself included, as in MMRec), kept sparse.
+
+    Args:
+        features: (n, dim) item features; gradients flow into the returned similarities.
+        k: neighbours per item (fewer when fewer than k items are valid).
+        valid: bool (n,) items allowed in the graph; default: the non-zero feature rows.
+            Invalid items get no edges, neither as a source nor as a neighbour.
+        chunk_rows: rows of the (chunk, n) similarity block computed at once.
+
+    Returns:
+        rows, cols: int64 (E,), sorted by row, E = k * (valid items); sims: (E,) cosine
+        similarities (differentiable).
+    """
+    n = features.shape[0]
+    device = features.device
+    if valid is None:
+        valid = nonzero_rows(features.detach())
+    valid = valid.to(device)
+    sources = torch.nonzero(valid).flatten()
+    k = min(k, len(sources))
+    if k == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty, features.new_zeros(0)
+    unit = F.normalize(features, dim=1)  # eps: a zero row stays zero instead of 0/0
+    excluded = ~valid
+    rows, cols, sims = [], [], []
+    for start in range(0, len(sources), chunk_rows):
+        src = sources[start:start + chunk_rows]
+        block = (unit[src] @ unit.T).masked_fill(excluded, float("-inf"))
+        top = torch.topk(block, k, dim=1)
+        rows.append(src.repeat_interleave(k))
+        cols.append(top.indices.reshape(-1))
+        sims.append(top.values.reshape(-1))
+    return torch.cat(rows), torch.cat(cols), torch.cat(sims)
+
+
+__all__ = [
+    "SparseGraph",
+    "bipartite_adjacency",
+    "coalesce",
+    "knn_edges",
+    "nonzero_rows",
+    "sparse_product",
+    "sym_normalise",
+]

@@ -1,0 +1,93 @@
+"""LightGCN: linear propagation of ID embeddings on the user-item graph.
+
+He, Deng, Wang, Li, Zhang, Wang. "LightGCN: Simplifying and Powering Graph Convolution Network
+for Recommendation." SIGIR 2020. As implemented in MMRec (``src/models/lightgcn.py``):
+Xavier-uniform ID embeddings E^(0); E^(l+1) = A_hat E^(l) with A_hat = D^{-1/2} A D^{-1/2} the
+symmetrically normalised bipartite adjacency of the training matrix; final embeddings the mean
+of E^(0..L); BPR loss plus ``reg_weight`` times the L2 norms (not squared) of the batch's
+*ego* (layer-0) embeddings divided by the batch size. Uses no item modality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmssl.data.dataset import Dataset
+from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+from mmssl.models.bpr import bpr_loss, embedding_norm_loss
+from mmssl.models.graph import SparseGraph, bipartite_adjacency
+
+
+@dataclass(frozen=True)
+class LightGCNConfig(TrainingConfig):
+    """LightGCN settings; defaults are MMRec's (``configs/overall.yaml``,
+    ``configs/model/LightGCNTorch.yaml``) unless noted."""
+
+    embed_dim: int = 64  # d, user and item embedding width (MMRec embedding_size)
+    n_layers: int = 3  # L, propagation layers (3 as our issue fixes; MMRec grid [1, 2, 3, 4])
+    lr: float = 1e-3  # Adam learning rate (MMRec learning_rate)
+    reg_weight: float = 1e-2  # weight of the ego-embedding norm loss (first value of MMRec's grid)
+    batch_size: int = 2048  # training interactions per step (MMRec train_batch_size)
+    patience: int = 20  # validations without a better Recall@20 before stopping, plus one (MMRec stopping_step)
+
+
+def propagate_mean(graph: SparseGraph, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """Mean of E^(0..L), E^(l+1) = graph @ E^(l); ego (n, d) -> (n, d)."""
+    total, e = ego, ego
+    for _ in range(n_layers):
+        e = graph @ e
+        total = total + e
+    return total / (n_layers + 1)
+
+
+class LightGCN(Model):
+    name = "lightgcn"
+    Config = LightGCNConfig
+    sampling = "interaction"
+
+    def __init__(self, dataset: Dataset, config: LightGCNConfig, device: torch.device):
+        super().__init__(dataset, config, device)
+        d = config.embed_dim
+        self.adjacency = SparseGraph(bipartite_adjacency(dataset.matrix("train"), "sym"), device)
+        self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
+        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.to(device)
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final embeddings: users (U, d) and items (I, d)."""
+        ego = torch.cat([self.user_embedding, self.item_embedding])
+        final = propagate_mean(self.adjacency, ego, self.config.n_layers)
+        return final[: self.n_users], final[self.n_users :]
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Loss components of one batch (``loss`` first, the one to minimise)."""
+        users = batch.users.to(self.device)
+        pos, neg = batch.pos_items.to(self.device), batch.neg_items.to(self.device)
+        user, item = self.forward()
+        u = user[users]
+        bpr = bpr_loss((u * item[pos]).sum(1), (u * item[neg]).sum(1))
+        reg = embedding_norm_loss(self.user_embedding[users], self.item_embedding[pos],
+                                  self.item_embedding[neg])
+        return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
+        losses = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.optimizer.step()
+        return {k: v.item() for k, v in losses.items()}
+
+    def scorer(self) -> Scorer:
+        with torch.no_grad():
+            user, item = self.forward()
+        return lambda users: user[users] @ item.T
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adam": self.optimizer}
+
+
+__all__ = ["LightGCN", "LightGCNConfig", "propagate_mean"]

@@ -1,0 +1,94 @@
+"""VBPR: BPR with a visual (here: any modality) factor per item.
+
+He, McAuley. "VBPR: Visual Bayesian Personalized Ranking from Implicit Feedback." AAAI 2016.
+As implemented in MMRec (``src/models/vbpr.py``): a user has one (2d) embedding; an item's
+embedding is its (d) ID embedding concatenated with a linear projection (d) of its content
+features; score <u, i>; BPR loss plus ``reg_weight`` times the L2 norms (not squared) of the
+batch's user, positive and negative embeddings (content part included) divided by the batch
+size. ID embeddings are Xavier-uniform, the projection Xavier-normal with a zero bias.
+
+Modalities: MMRec concatenates its text and image features before the projection; here the
+features of all M >= 1 modalities are concatenated (in the dataset's modality order) and
+projected by one linear layer. The features are fixed inputs (not trained), as in MMRec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmssl.data.dataset import Dataset
+from mmssl.errors import DataError
+from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+from mmssl.models.bpr import bpr_loss, embedding_norm_loss
+
+
+@dataclass(frozen=True)
+class VBPRConfig(TrainingConfig):
+    """VBPR settings; defaults are MMRec's (``configs/overall.yaml``, ``configs/model/VBPR.yaml``)."""
+
+    embed_dim: int = 64  # d, width of the ID part and of the content part (user: 2d) (MMRec embedding_size)
+    lr: float = 1e-3  # Adam learning rate (MMRec learning_rate)
+    reg_weight: float = 1.0  # weight of the embedding-norm loss (MMRec grid value chosen on validation; 2.0 does not learn)
+    batch_size: int = 2048  # training interactions per step (MMRec train_batch_size)
+    patience: int = 20  # validations without a better Recall@20 before stopping, plus one (MMRec stopping_step)
+
+
+class VBPR(Model):
+    name = "vbpr"
+    Config = VBPRConfig
+    sampling = "interaction"
+
+    def __init__(self, dataset: Dataset, config: VBPRConfig, device: torch.device):
+        super().__init__(dataset, config, device)
+        if not dataset.features:
+            raise DataError("vbpr needs at least one item modality; the dataset has none")
+        d = config.embed_dim
+        self.modalities = list(dataset.features)
+        features = np.concatenate([np.array(dataset.features[m], dtype=np.float32)
+                                   for m in self.modalities], axis=1)
+        # Not saved in checkpoints: the features come from the dataset.
+        self.register_buffer("item_features", torch.from_numpy(features), persistent=False)
+        self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, 2 * d)))
+        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.projection = nn.Linear(features.shape[1], d)  # E, content features -> d
+        nn.init.xavier_normal_(self.projection.weight)
+        nn.init.zeros_(self.projection.bias)
+        self.to(device)
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
+
+    def item_representation(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """[ID embedding, projected features] of ``items`` (n,), or of every item: (n, 2d)."""
+        if items is None:
+            return torch.cat([self.item_embedding, self.projection(self.item_features)], dim=1)
+        return torch.cat([self.item_embedding[items], self.projection(self.item_features[items])], dim=1)
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Loss components of one batch (``loss`` first, the one to minimise)."""
+        u = self.user_embedding[batch.users.to(self.device)]
+        p = self.item_representation(batch.pos_items.to(self.device))
+        n = self.item_representation(batch.neg_items.to(self.device))
+        bpr = bpr_loss((u * p).sum(1), (u * n).sum(1))
+        reg = embedding_norm_loss(u, p, n)
+        return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
+        losses = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.optimizer.step()
+        return {k: v.item() for k, v in losses.items()}
+
+    def scorer(self) -> Scorer:
+        with torch.no_grad():
+            user, item = self.user_embedding.detach(), self.item_representation()
+        return lambda users: user[users] @ item.T
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adam": self.optimizer}
+
+
+__all__ = ["VBPR", "VBPRConfig"]

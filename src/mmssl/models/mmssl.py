@@ -19,6 +19,7 @@ R the training matrix, A_ui = D_u^{-1/2} R, A_iu = D_i^{-1/2} R^T, G_m the modal
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -32,6 +33,8 @@ from torch import nn
 from mmssl.data.dataset import Dataset
 from mmssl.errors import ConfigError, DataError
 from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 # Values the two variants give to the settings left at None.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -128,7 +131,7 @@ def _to_torch_csr(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     m.sort_indices()
     return torch.sparse_csr_tensor(
         torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
-        torch.from_numpy(m.data.astype(np.float32)), m.shape, device=device)
+        torch.from_numpy(m.data.astype(np.float32)), m.shape, device=device, check_invariants=False)
 
 
 def _row_normalised(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int],
@@ -148,7 +151,7 @@ class SparseRowsTimesDense(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values, rows, cols, dense, n_rows):
         crow = torch.ops.aten._convert_indices_from_coo_to_csr(rows, n_rows)
-        s = torch.sparse_csr_tensor(crow, cols, values, (n_rows, dense.shape[0]))
+        s = torch.sparse_csr_tensor(crow, cols, values, (n_rows, dense.shape[0]), check_invariants=False)
         ctx.save_for_backward(values, rows, cols, crow, dense)
         return s @ dense
 
@@ -157,12 +160,14 @@ class SparseRowsTimesDense(torch.autograd.Function):
         values, rows, cols, crow, dense = ctx.saved_tensors
         grad_values = grad_dense = None
         if ctx.needs_input_grad[0]:  # <grad[row], dense[col]> at each stored entry
-            pattern = torch.sparse_csr_tensor(crow, cols, torch.zeros_like(values), (grad.shape[0], dense.shape[0]))
+            pattern = torch.sparse_csr_tensor(crow, cols, torch.zeros_like(values),
+                                              (grad.shape[0], dense.shape[0]), check_invariants=False)
             grad_values = torch.sparse.sampled_addmm(pattern, grad, dense.T).values()
         if ctx.needs_input_grad[3]:  # S^T @ grad
             order = torch.argsort(cols * grad.shape[0] + rows)
             crow_t = torch.ops.aten._convert_indices_from_coo_to_csr(cols[order], dense.shape[0])
-            s_t = torch.sparse_csr_tensor(crow_t, rows[order], values[order], (dense.shape[0], grad.shape[0]))
+            s_t = torch.sparse_csr_tensor(crow_t, rows[order], values[order],
+                                          (dense.shape[0], grad.shape[0]), check_invariants=False)
             grad_dense = s_t @ grad.contiguous()
         return grad_values, None, None, grad_dense, None
 
@@ -204,7 +209,8 @@ class Discriminator(nn.Module):
 
     def from_hidden(self, h: torch.Tensor) -> torch.Tensor:
         """The critic from the first layer's output h = x W^T + b, (n, I/4) -> (n,)."""
-        return self.scale * self.head(h).view(-1).float()
+        out = self.scale * self.head(h).view(-1)
+        return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
 
 
 class MMSSL(Model):
@@ -232,7 +238,7 @@ class MMSSL(Model):
         self.A_ui = _row_normalised(train.row, train.col, (n_users, n_items), device)
         self.A_iu = _row_normalised(train.col, train.row, (n_items, n_users), device)
         for m in self.modalities:  # not saved in checkpoints: they come from the dataset
-            f = torch.from_numpy(np.asarray(dataset.features[m], dtype=np.float32))
+            f = torch.from_numpy(np.array(dataset.features[m], dtype=np.float32))
             self.register_buffer(f"features_{m}", f.to(device), persistent=False)
 
         self.encoders = nn.ModuleDict({m: nn.Linear(dataset.features[m].shape[1], d)
@@ -406,7 +412,7 @@ class MMSSL(Model):
         weight, bias = critic.input.weight, critic.input.bias
         with self._autocast():
             h_real = F.linear(real, weight)
-        h_real = h_real.float().repeat(len(self.modalities), 1)
+        h_real = h_real.to(fake_hidden.dtype).repeat(len(self.modalities), 1)
         d_real = critic.from_hidden(h_real + bias).mean()
         d_fake = critic.from_hidden(fake_hidden + bias).mean()
         if alpha is None:
@@ -471,7 +477,7 @@ class MMSSL(Model):
 
         if cfg.graph_mode == "official":
             self._official_graph_step(step, users, out, observed)
-        return {"loss": loss.item(), "bpr": bpr.item(), "cl": float(cl), "adv": adv.item(),
+        return {"loss": loss.item(), "bpr": bpr.item(), "cl": float(cl.detach()), "adv": adv.item(),
                 "d_loss": d_loss.item()}
 
     def _official_graph_step(self, step: int, users: torch.Tensor, out: dict[str, Any],

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mmssl.config import build_config, load_config, read_yaml, save_config
+from mmssl.config import build_config, parse_overrides, read_yaml, save_config
 from mmssl.data.dataset import Dataset, load_dataset
 from mmssl.errors import ConfigError, MmsslError
 from mmssl.evaluation import evaluate
@@ -259,26 +259,32 @@ def plot_curves(log_path: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def train(model_name: str, data_dir: str | os.PathLike, out: str | os.PathLike,
+def train(model_name: str | None, data_dir: str | os.PathLike | None, out: str | os.PathLike,
           config_file: str | None = None, overrides: list[str] | None = None,
           resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train ``model_name`` on the dataset directory ``data_dir`` into the run directory ``out``."""
+    """Train ``model_name`` on the dataset directory ``data_dir`` into the run directory ``out``.
+
+    ``config_file`` may be a run's saved ``config.yaml``: its ``model`` and ``data`` entries
+    fill in ``model_name`` and ``data_dir`` when those are not given. With ``resume``, the
+    run's own ``config.yaml`` and checkpoint are used and training continues where it stopped.
+    """
     out = Path(out)
-    if resume:
-        saved = out / "config.yaml"
-        if not saved.exists():
-            raise MmsslError(f"{saved}: missing; nothing to resume")
-        values = read_yaml(saved)
-        model_name = values.pop("model")
-        data_dir = values.pop("data")
-        cls = get_model_class(model_name)
-        config = build_config(cls.Config, values, where=str(saved))
-    else:
-        cls = get_model_class(model_name)
-        config = load_config(cls.Config, config_file, overrides)
+    values = read_yaml(out / "config.yaml" if resume else config_file) if (resume or config_file) else {}
+    if resume and not (out / "config.yaml").exists():
+        raise MmsslError(f"{out / 'config.yaml'}: missing; nothing to resume")
+    saved_model, saved_data = values.pop("model", None), values.pop("data", None)
+    model_name = (saved_model if resume else model_name or saved_model)
+    data_dir = (saved_data if resume else data_dir or saved_data)
+    if not model_name or not data_dir:
+        raise ConfigError("train needs a model and a data directory (--model, --data)")
+    if saved_model and model_name != saved_model:
+        raise ConfigError(f"{config_file}: written for model {saved_model!r}, not {model_name!r}")
+    cls = get_model_class(model_name)
+    if not resume:
+        values.update(parse_overrides(overrides))
+    config = build_config(cls.Config, values, where=str(config_file or out / "config.yaml"))
     dataset = load_dataset(data_dir)
     if hasattr(cls, "resolve_config"):
         config = cls.resolve_config(config)
     return Trainer(model_name, dataset, config, out, data_dir=str(Path(data_dir).resolve()),
                    progress=progress).fit(resume=resume)
-

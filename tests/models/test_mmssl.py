@@ -1,0 +1,213 @@
+"""MMSSL: shapes, both variants' defining behaviours, exactness of the fast critic, learning."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmssl.config import build_config
+from mmssl.data.synthetic import planted_dataset
+from mmssl.models.base import Batch
+from mmssl.models.mmssl import MMSSL, MMSSLConfig, resolve_config
+from mmssl.training.sampler import BprSampler
+
+CPU = torch.device("cpu")
+
+
+def make_model(ds, **values) -> MMSSL:
+    torch.manual_seed(0)
+    values.setdefault("batch_size", 32)
+    return MMSSL(ds, build_config(MMSSLConfig, values), CPU)
+
+
+def run_steps(model: MMSSL, ds, n: int, seed: int = 0) -> list[dict[str, float]]:
+    sampler = BprSampler(ds.matrix("train"), model.config.batch_size, "user",
+                         torch.Generator().manual_seed(seed),
+                         model.config.sample_users_with_replacement)
+    model.train()
+    out, step = [], 0
+    while step < n:
+        for batch in sampler.epoch():
+            out.append(model.train_step(batch, step))
+            step += 1
+            if step == n:
+                break
+    return out
+
+
+@pytest.mark.parametrize("modalities", [{"text": 12}, {"image": 20, "text": 8},
+                                        {"image": 20, "text": 8, "audio": 5}])
+@pytest.mark.parametrize("variant", ["official", "paper"])
+def test_forward_shapes_and_finite_loss(modalities, variant):
+    ds = planted_dataset(n_users=40, n_items=48, n_interactions=500, modalities=modalities)
+    model = make_model(ds, variant=variant)
+    out = model.forward()
+    assert out["user"].shape == (40, 64) and out["item"].shape == (48, 64)
+    assert len(out["user_modal"]) == len(modalities) == len(out["user_graph"])
+    losses = run_steps(model, ds, 3)
+    assert all(math.isfinite(v) for step in losses for v in step.values())
+    scores = model.scorer()(torch.arange(40))
+    assert scores.shape == (40, 48) and torch.isfinite(scores).all()
+
+
+def test_variant_presets_and_single_fix_override():
+    official = resolve_config(MMSSLConfig(variant="official"))
+    assert (official.attention_keys, official.attention_mixing, official.leaky_slope) == ("queries", False, 1.0)
+    assert (official.graph_mode, official.graph_topk_min, official.protocol) == ("official", 0, "mmssl")
+    assert official.step_lr_schedule is False and official.sample_users_with_replacement is True
+    paper = resolve_config(MMSSLConfig(variant="paper", attention_mixing=False))
+    assert paper.attention_mixing is False  # one fix switched off alone
+    assert (paper.attention_keys, paper.graph_mode, paper.protocol) == ("w_k", "refresh", "standard")
+
+
+def test_official_attention_is_its_linear_shortcut():
+    """Departure 8: each output is its own modality's view times the sum of W_cat's blocks."""
+    ds = planted_dataset(n_users=30, n_items=40, n_interactions=300)
+    model = make_model(ds, variant="official")
+    x = torch.randn(2, 30, 64)
+    blocks = model.w_cat.reshape(model.config.n_heads, 64, 64).sum(0)
+    torch.testing.assert_close(model.attention(x), x @ blocks, rtol=1e-5, atol=1e-5)
+    paper = make_model(ds, variant="paper")
+    paper_blocks = paper.w_cat.reshape(4, 64, 64).sum(0)
+    assert not torch.allclose(paper.attention(x), x @ paper_blocks, atol=1e-3)  # really mixes
+
+
+def test_official_graphs_become_empty_and_contrastive_loss_is_constant():
+    """Departure 4: k = floor(I * 1e-4) = 0 and the rebuild empties G_m from step 2 on."""
+    ds = planted_dataset(n_users=30, n_items=40, n_interactions=300)
+    model = make_model(ds, variant="official")
+    assert model.k == 0
+    run_steps(model, ds, 3)
+    assert all(model.modality_graph(m) is None for m in model.modalities)
+    out = model.forward()
+    assert all(float(s.abs().sum()) == 0.0 for s in out["user_graph"])
+    users = torch.arange(16)
+    cl = sum(model.contrastive_loss(s[users], out["user"][users]) for s in out["user_graph"])
+    (grad,) = torch.autograd.grad(cl, model.user_embedding, allow_unused=True)
+    assert grad is None or float(grad.abs().sum()) == 0.0
+    expected = -len(model.modalities) * math.log(1 / (2 * 16 - 1) + 1e-8)
+    assert float(cl.detach()) == pytest.approx(expected, rel=1e-6)
+
+
+def test_paper_graphs_stay_alive_and_contrastive_loss_has_gradient():
+    ds = planted_dataset(n_users=30, n_items=40, n_interactions=300)
+    model = make_model(ds, variant="paper")
+    for epoch in range(3):
+        run_steps(model, ds, 5, seed=epoch)
+        model.end_epoch(epoch)
+    for m in model.modalities:
+        rows, cols = model.graph_edges[m]
+        assert len(rows) == ds.n_users * model.k > 0  # every user keeps k >= 1 generated edges
+    out = model.forward()
+    users = torch.arange(16)
+    cl = sum(model.contrastive_loss(s[users], out["user"][users]) for s in out["user_graph"])
+    (grad,) = torch.autograd.grad(cl, model.user_embedding)
+    assert float(grad.abs().sum()) > 0
+
+
+def test_fake_hidden_equals_dense_rows_times_weight():
+    ds = planted_dataset(n_users=30, n_items=40, n_interactions=400, zero_rows=3)
+    model = make_model(ds, variant="paper").double()
+    users = torch.tensor([0, 3, 3, 7, 29])
+    out = model.forward()
+    observed, rows, cols = model._observed(users)
+    weight = model.discriminator.input.weight
+    for u_m, i_m in zip(out["user_modal"], out["item_modal"]):
+        dense = F.normalize((u_m[users] @ i_m.T) * (1 - observed.double()), dim=1) @ weight.T
+        fast = model.fake_hidden(u_m[users], i_m, rows, cols, weight)
+        torch.testing.assert_close(fast, dense, rtol=1e-9, atol=1e-12)
+        g_dense = torch.autograd.grad(dense.sin().sum(), [weight, u_m], retain_graph=True)
+        g_fast = torch.autograd.grad(fast.sin().sum(), [weight, u_m], retain_graph=True)
+        for a, b in zip(g_fast, g_dense):
+            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_fast_discriminator_loss_equals_three_critic_calls():
+    ds = planted_dataset(n_users=30, n_items=48, n_interactions=400)
+    model = make_model(ds, variant="paper", d_dropout1=0.0, d_dropout2=0.0).double()
+    critic = model.discriminator
+    gen = torch.Generator().manual_seed(1)
+    real = F.normalize(torch.rand(8, 48, generator=gen, dtype=torch.float64), dim=1)
+    fake = F.normalize(torch.rand(16, 48, generator=gen, dtype=torch.float64), dim=1)
+    alpha = torch.rand(16, 1, generator=gen, dtype=torch.float64)
+    fast = model.discriminator_loss(real, fake @ critic.input.weight.T, alpha)
+    g_fast = torch.autograd.grad(fast, list(critic.parameters()))
+    real2 = real.repeat(2, 1)
+    mixed = (alpha * real2 + (1 - alpha) * fake).requires_grad_(True)
+    out = critic(mixed)
+    (grad_x,) = torch.autograd.grad(out, mixed, torch.ones_like(out), create_graph=True)
+    naive = -critic(real2).mean() + critic(fake).mean() + 0.3 * ((grad_x.norm(2, dim=1) - 1) ** 2).mean()
+    g_naive = torch.autograd.grad(naive, list(critic.parameters()))
+    torch.testing.assert_close(fast, naive, rtol=1e-9, atol=1e-9)
+    for a, b in zip(g_fast, g_naive):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_official_discriminator_is_linear_and_paper_is_not():
+    ds = planted_dataset(n_users=20, n_items=40, n_interactions=200)
+    official = make_model(ds, variant="official").discriminator
+    paper = make_model(ds, variant="paper").discriminator
+    assert [m.negative_slope for m in official.head if isinstance(m, torch.nn.LeakyReLU)] == [1.0, 1.0]
+    assert [m.negative_slope for m in paper.head if isinstance(m, torch.nn.LeakyReLU)] == [0.01, 0.01]
+
+
+def test_zero_feature_rows_give_no_nan():
+    ds = planted_dataset(n_users=30, n_items=40, n_interactions=300, zero_rows=10)
+    model = make_model(ds, variant="paper")
+    losses = run_steps(model, ds, 4)
+    model.end_epoch(0)
+    assert all(math.isfinite(v) for step in losses for v in step.values())
+    assert torch.isfinite(model.scorer()(torch.arange(30))).all()
+
+
+def test_batch_larger_than_users_samples_with_replacement_only_in_official():
+    ds = planted_dataset(n_users=20, n_items=30, n_interactions=200)
+    for variant, expected in (("official", 64), ("paper", 20)):
+        model = make_model(ds, variant=variant, batch_size=64)
+        sampler = BprSampler(ds.matrix("train"), 64, "user", torch.Generator().manual_seed(0),
+                             model.config.sample_users_with_replacement)
+        assert len(next(iter(sampler.epoch())).users) == expected
+
+
+def test_learning_rate_schedule_steps_only_in_paper():
+    ds = planted_dataset(n_users=20, n_items=30, n_interactions=200)
+    for variant, stepped in (("official", False), ("paper", True)):
+        model = make_model(ds, variant=variant)
+        model.end_epoch(0)
+        lr = model.optimizer.param_groups[0]["lr"]
+        assert (lr < 5.5e-4) is stepped
+
+
+def test_bf16_precision_runs_and_stays_close():
+    ds = planted_dataset(n_users=30, n_items=40, n_interactions=300)
+    fp32 = run_steps(make_model(ds, variant="official"), ds, 1)[0]
+    bf16 = run_steps(make_model(ds, variant="official", precision="bf16"), ds, 1)[0]
+    assert math.isfinite(bf16["loss"]) and abs(bf16["bpr"] - fp32["bpr"]) < 1e-3
+
+
+def test_rejects_dataset_without_modalities():
+    ds = planted_dataset(n_users=20, n_items=30, n_interactions=200, modalities={})
+    from mmssl.errors import DataError
+
+    with pytest.raises(DataError, match="modality"):
+        make_model(ds)
+
+
+def test_training_lifts_recall_far_above_random(tmp_path):
+    from mmssl.evaluation import evaluate
+    from mmssl.training.trainer import Trainer
+
+    ds = planted_dataset(n_users=200, n_items=120, n_interactions=4000, seed=3)
+    config = build_config(MMSSLConfig, {"variant": "paper", "epochs": 12, "batch_size": 128,
+                                        "lr": 5e-3, "patience": 20})
+    metrics = Trainer("mmssl", ds, resolve_config(config), tmp_path, progress=False).fit()
+    random_scores = torch.rand(ds.n_users, ds.n_items, generator=torch.Generator().manual_seed(0))
+    random_recall = evaluate(random_scores, ds, split="valid", ks=(20,))["recall@20"]
+    assert metrics["valid"]["recall@20"] > 2 * random_recall
+    assert metrics["valid"]["recall@20"] > 0.4
+    assert np.isfinite(list(metrics["test"].values())).all()
+    assert isinstance(Batch, type)

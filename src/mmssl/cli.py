@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "mmssl.training.commands",
     "mmssl.bench",
     "mmssl.features.commands",
+    "mmssl.demo",
 )
 
 

@@ -92,7 +92,8 @@ def _to_torch_csr(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     m.sort_indices()
     return torch.sparse_csr_tensor(
         torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
-        torch.from_numpy(m.data.astype(np.float32)), m.shape, device=device)
+        torch.from_numpy(m.data.astype(np.float32)), m.shape, device=device,
+        check_invariants=False)
 
 
 # ------------------------------------------------------- graphs with learned values
@@ -115,7 +116,8 @@ class _SparseValuesProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values, rows, cols, dense, n_rows):
         crow = torch.ops.aten._convert_indices_from_coo_to_csr(rows, n_rows)
-        s = torch.sparse_csr_tensor(crow, cols, values.to(dense.dtype), (n_rows, dense.shape[0]))
+        s = torch.sparse_csr_tensor(crow, cols, values.to(dense.dtype), (n_rows, dense.shape[0]),
+                                    check_invariants=False)
         ctx.save_for_backward(values, rows, cols, crow, dense)
         return s @ dense
 
@@ -126,13 +128,13 @@ class _SparseValuesProduct(torch.autograd.Function):
         grad_values = grad_dense = None
         if ctx.needs_input_grad[0]:  # <grad[row], dense[col]> at each stored entry
             pattern = torch.sparse_csr_tensor(crow, cols, torch.zeros_like(values, dtype=grad.dtype),
-                                              (grad.shape[0], dense.shape[0]))
+                                              (grad.shape[0], dense.shape[0]), check_invariants=False)
             grad_values = torch.sparse.sampled_addmm(pattern, grad, dense.T).values().to(values.dtype)
         if ctx.needs_input_grad[3]:  # S^T @ grad
             order = torch.argsort(cols * grad.shape[0] + rows)
             crow_t = torch.ops.aten._convert_indices_from_coo_to_csr(cols[order], dense.shape[0])
             s_t = torch.sparse_csr_tensor(crow_t, rows[order], values[order].to(grad.dtype),
-                                          (dense.shape[0], grad.shape[0]))
+                                          (dense.shape[0], grad.shape[0]), check_invariants=False)
             grad_dense = s_t @ grad
         return grad_values, None, None, grad_dense, None
 
@@ -184,7 +186,6 @@ def knn_edges(features: torch.Tensor, k: int, valid: torch.Tensor | None = None,
         rows, cols: int64 (E,), sorted by row, E = k * (valid items); sims: (E,) cosine
         similarities (differentiable).
     """
-    n = features.shape[0]
     device = features.device
     if valid is None:
         valid = nonzero_rows(features.detach())

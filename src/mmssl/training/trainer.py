@@ -33,6 +33,11 @@ from mmssl.models import get_model_class
 from mmssl.models.base import Model, TrainingConfig
 from mmssl.training.sampler import BprSampler
 
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
+
 log = logging.getLogger("mmssl")
 
 SELECT_METRIC = "recall@20"  # early stopping and model selection, on validation data only
@@ -195,6 +200,8 @@ class Trainer:
             "epochs": state["epoch"] + 1,
             "seconds_per_epoch": float(np.median(seconds)) if seconds else 0.0,
             "seed": self.config.seed,
+            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            if resource else None,
         }
 
     def _checkpoint(self, model: Model, generator: torch.Generator, state: dict) -> None:

@@ -1,0 +1,182 @@
+"""LATTICE: item-item structures learned from modality features, on top of LightGCN.
+
+Zhang, Zhu, Liu, Wu, Wang, Wang. "Mining Latent Structures for Multimedia Recommendation."
+ACM MM 2021 (arXiv 2104.09036). As implemented in MMRec (``src/models/lattice.py``, with its
+default ``cf_model: lightgcn``):
+
+* Per modality m, a fixed graph S_m from the raw features: each item's ``knn_k`` most
+  cosine-similar items (itself included), similarities as weights, normalised
+  D^{-1/2} S D^{-1/2} (D the row sums).
+* A learned graph from trainable features (``nn.Embedding.from_pretrained(freeze=False)`` in
+  MMRec) through a linear encoder per modality: the same kNN construction per modality, summed
+  with weights softmax(alpha), then normalised; mixed with the fixed graphs as
+  A = (1 - lambda) * learned + lambda * sum_m softmax(alpha)_m S_m.
+* h = A^n_item_layers E_item (ID embeddings); users and items propagated LightGCN-style
+  (mean of layers) on D^{-1}(A_ui + I), the row-normalised bipartite adjacency with self-loops;
+  item embedding = propagated + l2norm(h).
+* BPR loss -mean log sigmoid(s_pos - s_neg) plus ``reg_weight`` * (sum of squared batch
+  embeddings) / (2 * batch size).
+* As in MMRec, the learned graph is rebuilt with gradients on the first batch of each epoch and
+  reused (detached) on the others, and rebuilt for every evaluation; the learning rate decays as
+  lr * 0.96 ** (epoch / 50).
+
+Modalities: MMRec's two (image, text) with weights softmax(alpha), alpha initialised equal,
+generalise to M >= 1 modalities with one alpha per modality (initialised 1/M; with one modality
+the weight is 1). Items whose raw features are all zero in a modality get no edges in that
+modality's fixed or learned graph, neither as a source nor as a neighbour (see
+``mmssl.models.graph``); stock MMRec divides by their zero norm and spreads NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmssl.data.dataset import Dataset
+from mmssl.errors import DataError
+from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+from mmssl.models.graph import (
+    SparseGraph,
+    bipartite_adjacency,
+    coalesce,
+    knn_edges,
+    nonzero_rows,
+    sparse_product,
+    sym_normalise,
+)
+from mmssl.models.lightgcn import propagate_mean
+
+Edges = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # rows, cols, values; sorted, coalesced
+
+
+@dataclass(frozen=True)
+class LATTICEConfig(TrainingConfig):
+    """LATTICE settings; defaults are MMRec's (``configs/overall.yaml``,
+    ``configs/model/LATTICE.yaml``, first value of each grid)."""
+
+    embed_dim: int = 64  # d, user and item ID embedding width (MMRec embedding_size)
+    feat_embed_dim: int = 64  # width of the encoded features the learned graph is built from (MMRec feat_embed_dim)
+    n_ui_layers: int = 2  # LightGCN layers on the user-item graph (MMRec len(weight_size))
+    n_item_layers: int = 1  # propagation steps on the item-item graph (MMRec n_layers)
+    knn_k: int = 10  # neighbours per item in every item-item graph (MMRec knn_k)
+    lambda_coeff: float = 0.9  # lambda, weight of the fixed graphs against the learned one (MMRec lambda_coeff)
+    lr: float = 1e-4  # Adam learning rate (first value of MMRec's grid)
+    lr_decay: float = 0.96  # the learning rate is lr * lr_decay ** (epoch / lr_decay_epochs) (MMRec learning_rate_scheduler)
+    lr_decay_epochs: float = 50.0  # epochs per factor lr_decay (MMRec learning_rate_scheduler)
+    reg_weight: float = 0.0  # weight of the squared-embedding regulariser (first value of MMRec's grid)
+    batch_size: int = 2048  # training interactions per step (MMRec train_batch_size)
+    patience: int = 20  # validations without a better Recall@20 before stopping, plus one (MMRec stopping_step)
+
+
+class LATTICE(Model):
+    name = "lattice"
+    Config = LATTICEConfig
+    sampling = "interaction"
+
+    def __init__(self, dataset: Dataset, config: LATTICEConfig, device: torch.device):
+        super().__init__(dataset, config, device)
+        if not dataset.features:
+            raise DataError("lattice needs at least one item modality; the dataset has none")
+        d = config.embed_dim
+        self.modalities = list(dataset.features)
+        self.adjacency = SparseGraph(bipartite_adjacency(dataset.matrix("train"), "left_self_loops"), device)
+        self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
+        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        raw = {m: torch.from_numpy(np.array(dataset.features[m], dtype=np.float32)) for m in self.modalities}
+        # Trained, as in MMRec; they seed the learned graph only.
+        self.features = nn.ParameterDict({m: nn.Parameter(f.clone()) for m, f in raw.items()})
+        self.encoders = nn.ModuleDict({m: nn.Linear(f.shape[1], config.feat_embed_dim)
+                                       for m, f in raw.items()})
+        self.modal_weight = nn.Parameter(torch.full((len(self.modalities),), 1.0 / len(self.modalities)))
+        self.valid: dict[str, torch.Tensor] = {m: nonzero_rows(f).to(device) for m, f in raw.items()}
+        # Fixed graphs S_m, normalised per modality.
+        self.fixed_edges: list[Edges] = []
+        for m in self.modalities:
+            rows, cols, sims = knn_edges(raw[m].to(device), config.knn_k, self.valid[m])
+            self.fixed_edges.append((rows, cols, sym_normalise(rows, cols, sims, self.n_items)))
+        self.to(device)
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda epoch: config.lr_decay ** (epoch / config.lr_decay_epochs))
+        self._epoch_graph: Edges | None = None  # the detached graph of the current epoch
+
+    # ------------------------------------------------------------------ graphs
+    def item_graph(self) -> Edges:
+        """A = (1 - lambda) * learned + lambda * fixed, differentiable in the features, the
+        encoders and the modality weights; entries sorted and coalesced."""
+        cfg, n = self.config, self.n_items
+        weight = torch.softmax(self.modal_weight, dim=0)
+        learned = []
+        for j, m in enumerate(self.modalities):
+            rows, cols, sims = knn_edges(self.encoders[m](self.features[m]), cfg.knn_k, self.valid[m])
+            learned.append((rows, cols, weight[j] * sims))
+        rows, cols, values = coalesce(*(torch.cat(x) for x in zip(*learned)), n)
+        values = sym_normalise(rows, cols, values, n)
+        parts = [(rows, cols, (1 - cfg.lambda_coeff) * values)]
+        parts += [(r, c, cfg.lambda_coeff * weight[j] * v) for j, (r, c, v) in enumerate(self.fixed_edges)]
+        return coalesce(*(torch.cat(x) for x in zip(*parts)), n)
+
+    def forward(self, graph: Edges | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final embeddings: users (U, d) and items (I, d); ``graph`` defaults to a fresh one."""
+        rows, cols, values = self.item_graph() if graph is None else graph
+        h = self.item_embedding
+        for _ in range(self.config.n_item_layers):
+            h = sparse_product(rows, cols, values, h, self.n_items)
+        ego = torch.cat([self.user_embedding, self.item_embedding])
+        final = propagate_mean(self.adjacency, ego, self.config.n_ui_layers)
+        return final[: self.n_users], final[self.n_users :] + F.normalize(h, dim=1)
+
+    # ---------------------------------------------------------------- training
+    def loss(self, batch: Batch, rebuild_graph: bool = True) -> dict[str, torch.Tensor]:
+        """Loss components of one batch (``loss`` first, the one to minimise).
+
+        ``rebuild_graph``: build the item graph with gradients (and keep it, detached, for
+        later calls); otherwise reuse the kept one.
+        """
+        if rebuild_graph or self._epoch_graph is None:
+            graph = self.item_graph()
+            self._epoch_graph = tuple(x.detach() for x in graph)
+        else:
+            graph = self._epoch_graph
+        user, item = self.forward(graph)
+        u = user[batch.users.to(self.device)]
+        p = item[batch.pos_items.to(self.device)]
+        n = item[batch.neg_items.to(self.device)]
+        bpr = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
+        reg = (u.square().sum() + p.square().sum() + n.square().sum()) / (2 * self.config.batch_size)
+        return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
+        losses = self.loss(batch, rebuild_graph=step == 0)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.optimizer.step()
+        return {k: v.item() for k, v in losses.items()}
+
+    def end_epoch(self, epoch: int) -> None:
+        self.scheduler.step()
+
+    def scorer(self) -> Scorer:
+        with torch.no_grad():
+            user, item = self.forward()
+        return lambda users: user[users] @ item.T
+
+    # ------------------------------------------------------------- checkpoints
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adam": self.optimizer}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self._epoch_graph = None
+
+
+__all__ = ["LATTICE", "LATTICEConfig"]

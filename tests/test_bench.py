@@ -1,0 +1,82 @@
+"""The bench command: statistics against scipy, resuming, reports, validation-only search."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mmssl import bench
+from mmssl.data.dataset import save_dataset
+from mmssl.data.synthetic import planted_dataset
+
+
+def test_paired_tests_match_scipy_on_fixed_numbers():
+    values = {"a": [0.30, 0.31, 0.29, 0.32, 0.30], "b": [0.28, 0.30, 0.27, 0.29, 0.28],
+              "c": [0.30, 0.31, 0.29, 0.32, 0.30]}
+    out = bench.paired_tests(values, best="a")
+    assert out["b"][0] == pytest.approx(stats.ttest_rel(values["b"], values["a"]).pvalue, rel=1e-12)
+    assert out["b"][1] == pytest.approx(stats.wilcoxon(values["b"], values["a"]).pvalue, rel=1e-12)
+    # by hand: differences mean -0.02, sd 0.00707, t = -6.32 with 4 df: two-sided p = 0.0032
+    assert out["b"][0] == pytest.approx(0.0032, abs=1e-4)
+    assert math.isnan(out["c"][0])  # identical to the best: no test
+    assert "a" not in out
+
+
+def test_model_scoped_overrides():
+    sets = ["epochs=3", "mmssl:variant=official", "pop:seed=1"]
+    assert bench.model_overrides(sets, "mmssl") == ["epochs=3", "variant=official"]
+    assert bench.model_overrides(sets, "lightgcn") == ["epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    ds = planted_dataset(n_users=50, n_items=40, n_interactions=700, seed=2)
+    return str(save_dataset(ds, tmp_path_factory.mktemp("d") / "planted"))
+
+
+def test_bench_writes_reports_and_resumes_without_redoing(data_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "bench"
+    sets = ["mmssl:epochs=1", "mmssl:batch_size=64", "threads=1"]
+    rows = bench.run_bench(data_dir, ["pop", "mmssl"], [1, 2], out, overrides=sets)
+    assert len(rows) == 4
+    for name in ("results.csv", "summary.md", "summary.png"):
+        assert (out / name).exists()
+    summary = (out / "summary.md").read_text()
+    assert "Best on test Recall@20" in summary and "**" in summary
+
+    # An interrupted bench: remove one finished run; only that one is trained again.
+    import shutil
+
+    import mmssl.training.trainer as trainer
+
+    shutil.rmtree(out / "runs" / "mmssl" / "seed-2")
+    calls = []
+    real_train = trainer.train
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: calls.append(a[0]) or real_train(*a, **k))
+    capsys.readouterr()
+    again = bench.run_bench(data_dir, ["pop", "mmssl"], [1, 2], out, overrides=sets)
+    assert calls == ["mmssl"]
+    assert [r["test_recall@20"] for r in again[:3]] == [r["test_recall@20"] for r in rows[:3]]
+    assert capsys.readouterr().out.count("done before") == 3
+
+
+def test_search_chooses_on_validation_only(data_dir, tmp_path, monkeypatch):
+    """The chosen setting is the one with the best validation score, whatever test says."""
+    import mmssl.training.trainer as trainer
+
+    fake = {0.1: (0.5, 0.1), 0.2: (0.7, 0.0), 0.3: (0.6, 0.9)}  # lr -> (valid, test)
+
+    def fake_train(model, data, out, overrides=None, **_):
+        lr = next(float(s.split("=")[1]) for s in overrides if s.startswith("lr="))
+        valid, test = fake[lr]
+        return {"valid": {"recall@20": valid}, "test": {"recall@20": test}}
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    chosen = bench.search(data_dir, ["bpr"], 1, tmp_path, {"bpr": {"lr": [0.1, 0.2, 0.3]}},
+                          {"bpr": []})
+    assert chosen == {"bpr": {"lr": 0.2}}
+    assert (tmp_path / "chosen.yaml").exists()
+    assert np.isclose(fake[chosen["bpr"]["lr"]][0], 0.7)

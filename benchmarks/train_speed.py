@@ -52,12 +52,17 @@ def measure(args: argparse.Namespace) -> dict:
     for epoch in range(args.epochs):
         model.train()
         t0 = time.perf_counter()
+        steps = 0
         for step, batch in enumerate(sampler.epoch()):
             model.train_step(batch, step)
+            steps += 1
+            if steps == args.steps:
+                break
         model.end_epoch(epoch)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        epochs.append(time.perf_counter() - t0)
+        # With --steps, the epoch time is extrapolated from the steps run.
+        epochs.append((time.perf_counter() - t0) * sampler.steps_per_epoch() / steps)
         model.eval()
         t1 = time.perf_counter()
         with torch.no_grad():
@@ -71,6 +76,7 @@ def measure(args: argparse.Namespace) -> dict:
         "variant": args.variant, "precision": args.precision, "device": str(device),
         "threads": torch.get_num_threads(), "steps_per_epoch": sampler.steps_per_epoch(),
         "epoch_seconds": [round(s, 2) for s in epochs],
+        "extrapolated_from_steps": args.steps or None,
         "median_epoch_seconds": round(statistics.median(epochs), 2),
         "validation_seconds": round(valid_seconds, 3),
         "valid_recall@20": [round(r, 4) for r in recalls],
@@ -88,6 +94,8 @@ def main() -> None:
     p.add_argument("--variants", default="official,paper")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--steps", type=int, default=0,
+                   help="time only this many steps per epoch and extrapolate (0: whole epochs)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--one", nargs=2, metavar=("VARIANT", "PRECISION"), help=argparse.SUPPRESS)
@@ -101,7 +109,8 @@ def main() -> None:
     for variant in args.variants.split(","):
         for precision in args.precisions.split(","):
             cmd = [sys.executable, __file__, "--one", variant, precision, "--data", args.data,
-                   "--epochs", str(args.epochs), "--threads", str(args.threads), "--device", args.device]
+                   "--epochs", str(args.epochs), "--threads", str(args.threads), "--device", args.device,
+                   "--steps", str(args.steps)]
             if args.generate:
                 cmd += ["--generate", args.generate]
             proc = subprocess.run(cmd, capture_output=True, text=True)

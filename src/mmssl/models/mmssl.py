@@ -33,6 +33,7 @@ from torch import nn
 from mmssl.data.dataset import Dataset
 from mmssl.errors import ConfigError, DataError
 from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+from mmssl.models.graph import SparseGraph, sparse_product
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -102,38 +103,6 @@ def resolve_config(config: MMSSLConfig) -> MMSSLConfig:
     return replace(config, **{k: v for k, v in preset.items() if getattr(config, k) is None})
 
 
-class SparseGraph:
-    """A fixed sparse matrix G (n, m) for products G @ X with gradients for X; CSR kernels,
-    with G^T stored too so the backward pass is also a CSR product."""
-
-    def __init__(self, matrix: sp.spmatrix, device: torch.device):
-        self.shape = matrix.shape
-        self.nnz = matrix.nnz
-        self.csr = _to_torch_csr(matrix.tocsr(), device)
-        self.csr_t = _to_torch_csr(matrix.T.tocsr(), device)
-
-    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        return _GraphProduct.apply(x, self)
-
-
-class _GraphProduct(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, graph):
-        ctx.graph = graph
-        return graph.csr.to(x.dtype) @ x
-
-    @staticmethod
-    def backward(ctx, grad):
-        return ctx.graph.csr_t.to(grad.dtype) @ grad.contiguous(), None
-
-
-def _to_torch_csr(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-    m.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
-        torch.from_numpy(m.data.astype(np.float32)), m.shape, device=device, check_invariants=False)
-
-
 def _row_normalised(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int],
                     device: torch.device) -> SparseGraph:
     """D^{-1/2} X, X the 0/1 matrix of the edges (duplicates summed, as scipy does in the
@@ -141,35 +110,6 @@ def _row_normalised(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int],
     x = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
     degree = np.asarray(x.sum(axis=1)).ravel()
     return SparseGraph(sp.diags(np.power(degree + 1e-8, -0.5).astype(np.float32)) @ x, device)
-
-
-class SparseRowsTimesDense(torch.autograd.Function):
-    """S @ X for S (n, m) sparse with given (row, col) pattern (rows sorted) and differentiable
-    values, X (m, k) dense; CSR kernels both ways (PyTorch's COO product is several times slower
-    on CPUs, and its CSR product has no gradient for the values)."""
-
-    @staticmethod
-    def forward(ctx, values, rows, cols, dense, n_rows):
-        crow = torch.ops.aten._convert_indices_from_coo_to_csr(rows, n_rows)
-        s = torch.sparse_csr_tensor(crow, cols, values, (n_rows, dense.shape[0]), check_invariants=False)
-        ctx.save_for_backward(values, rows, cols, crow, dense)
-        return s @ dense
-
-    @staticmethod
-    def backward(ctx, grad):
-        values, rows, cols, crow, dense = ctx.saved_tensors
-        grad_values = grad_dense = None
-        if ctx.needs_input_grad[0]:  # <grad[row], dense[col]> at each stored entry
-            pattern = torch.sparse_csr_tensor(crow, cols, torch.zeros_like(values),
-                                              (grad.shape[0], dense.shape[0]), check_invariants=False)
-            grad_values = torch.sparse.sampled_addmm(pattern, grad, dense.T).values()
-        if ctx.needs_input_grad[3]:  # S^T @ grad
-            order = torch.argsort(cols * grad.shape[0] + rows)
-            crow_t = torch.ops.aten._convert_indices_from_coo_to_csr(cols[order], dense.shape[0])
-            s_t = torch.sparse_csr_tensor(crow_t, rows[order], values[order],
-                                          (dense.shape[0], grad.shape[0]), check_invariants=False)
-            grad_dense = s_t @ grad.contiguous()
-        return grad_values, None, None, grad_dense, None
 
 
 class FastDropout(nn.Dropout):
@@ -255,13 +195,8 @@ class MMSSL(Model):
                                            config.d_dropout2, config.d_output_scale)
         self.to(device)
 
-        recommender_params = [p for n, p in self.named_parameters() if not n.startswith("discriminator.")]
-        self.optimizer = torch.optim.AdamW(recommender_params, lr=config.lr,
-                                           weight_decay=config.weight_decay)
-        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr,
-                                            betas=tuple(config.d_betas))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda epoch: config.lr_decay ** (epoch / config.lr_decay_epochs))
+        self._optimizers: dict[str, Any] | None = None  # built on first use: inference needs none
+        self._scheduler_state: dict[str, Any] | None = None
 
         # Structure learning state: per modality the edges of G_m (None = the training graph).
         self.graph_edges: dict[str, tuple[np.ndarray, np.ndarray] | None] = dict.fromkeys(self.modalities)
@@ -390,7 +325,7 @@ class MMSSL(Model):
         squared = ((p @ (q.T @ q)) * p).sum(1)  # ||p Q^T||^2
         squared = squared - torch.zeros_like(squared).index_add(0, rows, observed_scores.square())
         inv_norm = 1.0 / squared.clamp_min(0).sqrt().clamp_min(1e-12)  # as F.normalize
-        sparse_part = SparseRowsTimesDense.apply(observed_scores, rows, cols, weight.T, len(p))
+        sparse_part = sparse_product(rows, cols, observed_scores, weight.T, len(p))
         return inv_norm[:, None] * (p @ (q.T @ weight.T) - sparse_part)
 
     def discriminator_loss(self, real: torch.Tensor, fake_hidden: torch.Tensor,
@@ -532,7 +467,36 @@ class MMSSL(Model):
 
     # ------------------------------------------------------------- checkpoints
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"recommender": self.optimizer, "discriminator": self.d_optimizer}
+        return {k: v for k, v in self._training_state().items() if k != "scheduler"}
+
+    def _training_state(self) -> dict[str, Any]:
+        """AdamW for the recommender, Adam for the critic, and the learning-rate schedule."""
+        if self._optimizers is None:
+            cfg = self.config
+            recommender = [p for n, p in self.named_parameters() if not n.startswith("discriminator.")]
+            optimizer = torch.optim.AdamW(recommender, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            self._optimizers = {
+                "recommender": optimizer,
+                "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=cfg.d_lr,
+                                                  betas=tuple(cfg.d_betas)),
+                "scheduler": torch.optim.lr_scheduler.LambdaLR(
+                    optimizer, lambda epoch: cfg.lr_decay ** (epoch / cfg.lr_decay_epochs)),
+            }
+            if self._scheduler_state is not None:
+                self._optimizers["scheduler"].load_state_dict(self._scheduler_state)
+        return self._optimizers
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self._training_state()["recommender"]
+
+    @property
+    def d_optimizer(self) -> torch.optim.Optimizer:
+        return self._training_state()["discriminator"]
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        return self._training_state()["scheduler"]
 
     def extra_state(self) -> dict[str, Any]:
         graphs = {}
@@ -554,7 +518,9 @@ class MMSSL(Model):
         for m, parts in state.get("pending", {}).items():
             self.pending_edges[m] = [(r.cpu().numpy(), c.cpu().numpy()) for r, c in parts]
         if "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
+            self._scheduler_state = state["scheduler"]  # applied when training resumes
+            if self._optimizers is not None:
+                self.scheduler.load_state_dict(self._scheduler_state)
 
 
 __all__ = ["MMSSL", "MMSSLConfig", "VARIANTS", "resolve_config"]

@@ -12,10 +12,12 @@ import argparse
 import time
 from pathlib import Path
 
-# model -> --set overrides of the short demo schedule
+# model -> --set overrides of the short demo schedule. LightGCN's learning rate is raised from
+# MMRec's 1e-3 (which needs ~200 epochs here) to 1e-2, chosen on validation Recall@20
+# (0.3526 against 0.3469 for 5e-3, 60 epochs each).
 DEMO_MODELS = {
     "pop": [],
-    "lightgcn": ["epochs=40", "patience=5"],
+    "lightgcn": ["epochs=60", "patience=10", "lr=0.01"],
     "mmssl": ["variant=paper", "epochs=6", "patience=3"],
 }
 
@@ -52,8 +54,11 @@ def run_demo(args: argparse.Namespace) -> int:
     for model, overrides in DEMO_MODELS.items():
         print(f"== training {model} {' '.join(overrides)}", flush=True)
         t = time.perf_counter()
-        results[model] = train(model, data, Path(args.out) / model, overrides=overrides, progress=True)
-        results[model]["wall"] = time.perf_counter() - t
+        m = train(model, data, Path(args.out) / model, overrides=overrides, progress=False)
+        m["wall"] = time.perf_counter() - t
+        results[model] = m
+        print(f"   {m['epochs']} epochs, best validation epoch {m['best_epoch']}, "
+              f"valid Recall@20 {m['valid']['recall@20']:.4f}, {m['wall']:.0f} s", flush=True)
 
     print("\n== test metrics (standard protocol: train and valid items excluded, full ranking)")
     header = f"{'model':<10}{'Recall@10':>10}{'Recall@20':>10}{'NDCG@10':>10}{'NDCG@20':>10}{'Prec@20':>10}{'epochs':>8}{'seconds':>9}"

@@ -56,7 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 class MMSSLConfig(TrainingConfig):
     """MMSSL settings; defaults are the authors' (``utility/parser.py``) unless noted."""
 
-    variant: Literal["paper", "official"] = "paper"  # which preset fills the settings left empty
+    variant: Literal["paper", "official"] = "official"  # preset of the settings left empty; official won on validation (README)
     embed_dim: int = 64  # d, ID and modality embedding width (embed_size)
     n_layers: int = 2  # L, collaborative propagation layers (len(weight_size))
     feature_dropout: float = 0.2  # p, dropout on the modality encoders' output (drop_rate)

@@ -68,9 +68,24 @@ class Model(nn.Module):
         self.n_users = dataset.n_users
         self.n_items = dataset.n_items
 
-    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
-        """One optimisation step; returns the loss components as floats (``loss`` first)."""
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Loss components of a batch, the total under ``"loss"`` (single-optimiser models)."""
         raise NotImplementedError(f"{self.name} is not a learned model")
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
+        """One optimisation step; returns the loss components as floats (``loss`` first).
+
+        The default minimises ``loss(batch)`` with ``self.optimizer``; models with several
+        players (MMSSL) or per-epoch work override it.
+        """
+        return self.optimizer_step(self.loss(batch))
+
+    def optimizer_step(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Back-propagate ``losses["loss"]`` and step ``self.optimizer``; the components as floats."""
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.optimizer.step()
+        return {k: v.item() for k, v in losses.items()}
 
     def end_epoch(self, epoch: int) -> None:
         """Called after each training epoch (learning-rate schedules, graph refreshes)."""
@@ -81,8 +96,8 @@ class Model(nn.Module):
 
     # ---------------------------------------------------------------- checkpoints
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Named optimisers whose state goes into checkpoints."""
-        return {}
+        """Named optimisers whose state goes into checkpoints (default: ``self.optimizer``)."""
+        return {"adam": self.optimizer} if hasattr(self, "optimizer") else {}
 
     def extra_state(self) -> dict[str, Any]:
         """Training state outside ``state_dict`` (plain tensors and numbers only)."""

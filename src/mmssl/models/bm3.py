@@ -113,21 +113,12 @@ class BM3(Model):
         loss = align + cfg.reg_weight * reg + cfg.cl_weight * modal
         return {"loss": loss, "align": align, "modal": modal, "reg": reg}
 
-    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
-        losses = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        self.optimizer.step()
-        return {k: v.item() for k, v in losses.items()}
-
     def scorer(self) -> Scorer:
         with torch.no_grad():
             user, item = self.forward()
             user, item = self.predictor(user), self.predictor(item)
         return lambda users: user[users] @ item.T
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": self.optimizer}
 
 
 __all__ = ["BM3", "BM3Config"]

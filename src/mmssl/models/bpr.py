@@ -65,19 +65,10 @@ class BPRMF(Model):
         reg = embedding_norm_loss(u, p, n)
         return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
 
-    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
-        losses = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        self.optimizer.step()
-        return {k: v.item() for k, v in losses.items()}
-
     def scorer(self) -> Scorer:
         user, item = self.user_embedding.detach(), self.item_embedding.detach()
         return lambda users: user[users] @ item.T
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": self.optimizer}
 
 
 __all__ = ["BPRMF", "BPRConfig", "bpr_loss", "embedding_norm_loss"]

@@ -167,19 +167,13 @@ class FREEDOM(Model):
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:
         if step == 0 or self.train_adjacency is None:
             self.train_adjacency = self.prune_edges()
-        losses = self.loss(batch, self.train_adjacency)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        self.optimizer.step()
-        return {k: v.item() for k, v in losses.items()}
+        return self.optimizer_step(self.loss(batch, self.train_adjacency))
 
     def scorer(self) -> Scorer:
         with torch.no_grad():
             user, item = self.forward(self.adjacency)
         return lambda users: user[users] @ item.T
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": self.optimizer}
 
 
 __all__ = ["FREEDOM", "FREEDOMConfig", "modality_graph_weights"]

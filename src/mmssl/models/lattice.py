@@ -152,11 +152,7 @@ class LATTICE(Model):
         return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
 
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:
-        losses = self.loss(batch, rebuild_graph=step == 0)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        self.optimizer.step()
-        return {k: v.item() for k, v in losses.items()}
+        return self.optimizer_step(self.loss(batch, rebuild_graph=step == 0))
 
     def end_epoch(self, epoch: int) -> None:
         self.scheduler.step()
@@ -167,8 +163,6 @@ class LATTICE(Model):
         return lambda users: user[users] @ item.T
 
     # ------------------------------------------------------------- checkpoints
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": self.optimizer}
 
     def extra_state(self) -> dict[str, Any]:
         return {"scheduler": self.scheduler.state_dict()}

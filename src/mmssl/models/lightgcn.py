@@ -74,20 +74,11 @@ class LightGCN(Model):
                                   self.item_embedding[neg])
         return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
 
-    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
-        losses = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        self.optimizer.step()
-        return {k: v.item() for k, v in losses.items()}
-
     def scorer(self) -> Scorer:
         with torch.no_grad():
             user, item = self.forward()
         return lambda users: user[users] @ item.T
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": self.optimizer}
 
 
 __all__ = ["LightGCN", "LightGCNConfig", "propagate_mean"]

@@ -36,7 +36,8 @@ def test_non_learning_model_writes_metrics_and_config(data_dir, tmp_path):
 def test_learned_run_artifacts_and_reload(data_dir, tmp_path):
     out = tmp_path / "run"
     metrics = train("mmssl", data_dir, out, overrides=FAST + ["variant=official"], progress=False)
-    for name in ("config.yaml", "log.jsonl", "metrics.json", "curves.png", "best.pt", "last.pt"):
+    for name in ("config.yaml", "log.jsonl", "metrics.json", "curves.png", "best.pt", "last.pt",
+                 "recommender.npz"):
         assert (out / name).exists(), name
     assert metrics["epochs"] == 3 and 0 <= metrics["best_epoch"] < 3
     assert metrics["seconds_per_epoch"] > 0 and metrics["protocol"] == "mmssl"

@@ -1,9 +1,10 @@
 """The model contract every recommender follows, and the settings every model shares.
 
 A model is built from a ``Dataset`` and its config. A learned model performs one optimisation
-step on a batch (``train_step``) and, for ranking, hands out a ``scorer``: a function from a
-batch of user indices to their scores over all items. The trainer, the evaluator and the
-recommender know nothing else about it.
+step on a batch (``train_step``). For ranking it hands out ``factors``: a user matrix and an item
+matrix whose product is every score, from which come the ``scorer`` (a function from a batch of
+user indices to their scores over all items) and the saved recommender. The trainer, the
+evaluator and the recommender know nothing else about it.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Batch:
 class Model(nn.Module):
     """Base class of every recommender.
 
-    Subclasses set ``name`` and ``Config`` and implement ``scorer``; learned models also
+    Subclasses set ``name`` and ``Config`` and implement ``factors``; learned models also
     implement ``train_step`` and set ``learned = True``.
     """
 
@@ -90,9 +91,16 @@ class Model(nn.Module):
     def end_epoch(self, epoch: int) -> None:
         """Called after each training epoch (learning-rate schedules, graph refreshes)."""
 
-    def scorer(self) -> Scorer:
-        """A function scoring batches of users against all items, under ``torch.no_grad``."""
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(user, item)``, (n_users, d) and (n_items, d): the score of user u for item i is
+        ``user[u] @ item[i]``. Called under ``torch.no_grad`` in eval mode."""
         raise NotImplementedError
+
+    def scorer(self) -> Scorer:
+        """A function scoring batches of users against all items (from :meth:`factors`)."""
+        with torch.no_grad():
+            user, item = self.factors()
+        return lambda users: user[users] @ item.T
 
     # ---------------------------------------------------------------- checkpoints
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

@@ -34,7 +34,7 @@ from torch import nn
 
 from mmssl.data.dataset import Dataset
 from mmssl.errors import DataError
-from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+from mmssl.models.base import Batch, Model, TrainingConfig
 from mmssl.models.bpr import embedding_norm_loss
 from mmssl.models.graph import SparseGraph, bipartite_adjacency
 from mmssl.models.lightgcn import propagate_mean
@@ -113,11 +113,10 @@ class BM3(Model):
         loss = align + cfg.reg_weight * reg + cfg.cl_weight * modal
         return {"loss": loss, "align": align, "modal": modal, "reg": reg}
 
-    def scorer(self) -> Scorer:
-        with torch.no_grad():
-            user, item = self.forward()
-            user, item = self.predictor(user), self.predictor(item)
-        return lambda users: user[users] @ item.T
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        user, item = self.forward()
+        user, item = self.predictor(user), self.predictor(item)
+        return user, item
 
 
 

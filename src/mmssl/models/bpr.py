@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mmssl.data.dataset import Dataset
-from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+from mmssl.models.base import Batch, Model, TrainingConfig
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -65,9 +65,8 @@ class BPRMF(Model):
         reg = embedding_norm_loss(u, p, n)
         return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
 
-    def scorer(self) -> Scorer:
-        user, item = self.user_embedding.detach(), self.item_embedding.detach()
-        return lambda users: user[users] @ item.T
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_embedding.detach(), self.item_embedding.detach()
 
 
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from mmssl.data.dataset import Dataset
 from mmssl.errors import ConfigError, DataError
-from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+from mmssl.models.base import Batch, Model, TrainingConfig
 from mmssl.models.graph import SparseGraph, bipartite_adjacency, knn_edges, nonzero_rows
 from mmssl.models.lightgcn import propagate_mean
 
@@ -169,10 +169,9 @@ class FREEDOM(Model):
             self.train_adjacency = self.prune_edges()
         return self.optimizer_step(self.loss(batch, self.train_adjacency))
 
-    def scorer(self) -> Scorer:
-        with torch.no_grad():
-            user, item = self.forward(self.adjacency)
-        return lambda users: user[users] @ item.T
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        user, item = self.forward(self.adjacency)
+        return user, item
 
 
 

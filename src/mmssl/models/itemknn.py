@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from mmssl.data.dataset import Dataset
 from mmssl.errors import DataError
-from mmssl.models.base import Model, Scorer, TrainingConfig
+from mmssl.models.base import Model, TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ItemKnnCbf(Model):
             raise DataError("itemknn-cbf needs at least one item modality; the dataset has none")
         parts = []
         for name in sorted(dataset.features):
-            f = torch.from_numpy(np.asarray(dataset.features[name], dtype=np.float32))
+            f = torch.from_numpy(np.array(dataset.features[name], dtype=np.float32))
             parts.append(F.normalize(f, dim=1) if config.normalize_modalities else f)
         # Unit rows; an all-zero row stays zero (F.normalize guards the division), so items
         # without content get similarity 0, never NaN.
@@ -39,15 +39,11 @@ class ItemKnnCbf(Model):
         degree = np.asarray(dataset.matrix("train").sum(axis=1)).ravel()
         values = 1.0 / np.maximum(degree[train.row], 1.0)  # mean over the user's items
         self.user_profiles = torch.sparse_coo_tensor(
-            np.vstack([train.row, train.col]), values.astype(np.float32), train.shape
+            np.vstack([train.row, train.col]), values.astype(np.float32), train.shape,
+            check_invariants=True,
         ).coalesce().to(device)
 
-    def scorer(self) -> Scorer:
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         # profile_u = mean of the user's item vectors; score = profile_u . v_i equals the mean
         # cosine similarity because item vectors are unit length.
-        profiles = torch.sparse.mm(self.user_profiles, self.item_vectors)
-
-        def score(users: torch.Tensor) -> torch.Tensor:
-            return profiles[users] @ self.item_vectors.T
-
-        return score
+        return torch.sparse.mm(self.user_profiles, self.item_vectors), self.item_vectors

@@ -39,7 +39,7 @@ from torch import nn
 
 from mmssl.data.dataset import Dataset
 from mmssl.errors import DataError
-from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+from mmssl.models.base import Batch, Model, TrainingConfig
 from mmssl.models.graph import (
     SparseGraph,
     bipartite_adjacency,
@@ -157,10 +157,9 @@ class LATTICE(Model):
     def end_epoch(self, epoch: int) -> None:
         self.scheduler.step()
 
-    def scorer(self) -> Scorer:
-        with torch.no_grad():
-            user, item = self.forward()
-        return lambda users: user[users] @ item.T
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        user, item = self.forward()
+        return user, item
 
     # ------------------------------------------------------------- checkpoints
 

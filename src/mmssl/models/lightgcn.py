@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mmssl.data.dataset import Dataset
-from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+from mmssl.models.base import Batch, Model, TrainingConfig
 from mmssl.models.bpr import bpr_loss, embedding_norm_loss
 from mmssl.models.graph import SparseGraph, bipartite_adjacency
 
@@ -74,10 +74,9 @@ class LightGCN(Model):
                                   self.item_embedding[neg])
         return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
 
-    def scorer(self) -> Scorer:
-        with torch.no_grad():
-            user, item = self.forward()
-        return lambda users: user[users] @ item.T
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        user, item = self.forward()
+        return user, item
 
 
 

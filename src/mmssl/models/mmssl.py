@@ -32,7 +32,7 @@ from torch import nn
 
 from mmssl.data.dataset import Dataset
 from mmssl.errors import ConfigError, DataError
-from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+from mmssl.models.base import Batch, Model, TrainingConfig
 from mmssl.models.graph import SparseGraph, sparse_product
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -282,10 +282,9 @@ class MMSSL(Model):
         return {"user": u, "item": i, "user_modal": user_modal, "item_modal": item_modal,
                 "user_graph": s_views}
 
-    def scorer(self) -> Scorer:
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.forward()
-        user, item = out["user"], out["item"]
-        return lambda users: user[users] @ item.T
+        return out["user"], out["item"]
 
     # ---------------------------------------------------------------- training
     def _autocast(self):

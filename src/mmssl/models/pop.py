@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from mmssl.data.dataset import Dataset
-from mmssl.models.base import Model, Scorer, TrainingConfig
+from mmssl.models.base import Model, TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -26,5 +26,6 @@ class Popularity(Model):
         counts = np.asarray(dataset.matrix("train").sum(axis=0), dtype=np.float32).ravel()
         self.register_buffer("popularity", torch.from_numpy(counts).to(device))
 
-    def scorer(self) -> Scorer:
-        return lambda users: self.popularity.repeat(len(users), 1)
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # rank one: every user weighs the items' training counts alike
+        return self.popularity.new_ones(self.n_users, 1), self.popularity[:, None]

@@ -22,7 +22,7 @@ from torch import nn
 
 from mmssl.data.dataset import Dataset
 from mmssl.errors import DataError
-from mmssl.models.base import Batch, Model, Scorer, TrainingConfig
+from mmssl.models.base import Batch, Model, TrainingConfig
 from mmssl.models.bpr import bpr_loss, embedding_norm_loss
 
 
@@ -75,10 +75,9 @@ class VBPR(Model):
         reg = embedding_norm_loss(u, p, n)
         return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
 
-    def scorer(self) -> Scorer:
-        with torch.no_grad():
-            user, item = self.user_embedding.detach(), self.item_representation()
-        return lambda users: user[users] @ item.T
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        user, item = self.user_embedding.detach(), self.item_representation()
+        return user, item
 
 
 

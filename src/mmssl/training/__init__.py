@@ -1,6 +1,17 @@
 """Training: the shared trainer, sampling, and saved runs."""
 
-from mmssl.training.run import Run, load_run
-from mmssl.training.trainer import Trainer, train
+from __future__ import annotations
 
-__all__ = ["Run", "Trainer", "load_run", "train"]
+import importlib
+
+# public name -> module that defines it, imported on first use so that the command line does not
+# pay for torch before a command needs it
+_EXPORTS = {"Run": "run", "load_run": "run", "Trainer": "trainer", "train": "trainer"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

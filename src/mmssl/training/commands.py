@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,11 +71,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from mmssl.training.run import load_run
+    from mmssl.recommender import FILE_NAME, Recommender
 
     t0 = time.perf_counter()
-    run = load_run(args.run, device=args.device, data=args.data)
-    recs = run.recommend(args.user, k=args.k, exclude_seen=not args.keep_seen)
+    saved = Path(args.run) / FILE_NAME
+    if saved.exists() and not args.data and not args.device:
+        recommender = Recommender.load(saved)  # NumPy only: no torch, no dataset, no model code
+    else:
+        from mmssl.training.run import load_run
+
+        recommender = load_run(args.run, device=args.device, data=args.data).recommender()
+        if not args.data and os.access(args.run, os.W_OK):
+            recommender.save(saved)  # a run from before recommender.npz existed: later queries are fast
+    recs = recommender.recommend(args.user, k=args.k, exclude_seen=not args.keep_seen)
     if args.json:
         print(json.dumps([r.__dict__ for r in recs], indent=2))
     else:

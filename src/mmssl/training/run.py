@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,8 @@ from mmssl.errors import MmsslError
 from mmssl.evaluation import evaluate
 from mmssl.models import get_model_class
 from mmssl.models.base import Model
-from mmssl.training.trainer import build_model
-
-
-@dataclass
-class Recommendation:
-    user: str
-    items: list[str]  # original item ids, best first
-    scores: list[float]
+from mmssl.recommender import Recommendation, Recommender
+from mmssl.training.trainer import build_model, export_recommender
 
 
 class Run:
@@ -35,34 +29,24 @@ class Run:
         self.dataset = dataset
         self.config = config
         self._scorer = None
+        self._recommender = None
 
     def scorer(self):
         if self._scorer is None:
             self.model.eval()
-            with torch.no_grad():
-                self._scorer = self.model.scorer()
+            self._scorer = self.model.scorer()
         return self._scorer
+
+    def recommender(self) -> Recommender:
+        """The model as a NumPy :class:`Recommender` (what ``RUN/recommender.npz`` holds)."""
+        if self._recommender is None:
+            self._recommender = export_recommender(self.model, self.dataset, source=str(self.path))
+        return self._recommender
 
     def recommend(self, users: list[str | int], k: int = 20, exclude_seen: bool = True
                   ) -> list[Recommendation]:
         """Top-``k`` items for each original user id (training items excluded by default)."""
-        if k < 1:
-            raise MmsslError(f"k must be at least 1, got {k}")
-        index = torch.tensor([self.dataset.user_index(u) for u in users], dtype=torch.long)
-        with torch.no_grad():
-            scores = self.scorer()(index.to(self.model.device)).float().cpu()
-        if exclude_seen:
-            train = self.dataset.matrix("train")[index.numpy()].tocoo()
-            scores[torch.from_numpy(train.row).long(), torch.from_numpy(train.col).long()] = -torch.inf
-        k = min(k, self.dataset.n_items)
-        top = torch.topk(scores, k, dim=1)
-        out = []
-        for row, user in enumerate(users):
-            keep = torch.isfinite(top.values[row])
-            items = top.indices[row][keep].numpy()
-            out.append(Recommendation(str(user), self.dataset.item_ids[items].tolist(),
-                                      top.values[row][keep].tolist()))
-        return out
+        return self.recommender().recommend(users, k=k, exclude_seen=exclude_seen)
 
     def evaluate(self, split: str = "test", protocol: str | None = None,
                  ks: tuple[int, ...] | None = None) -> dict[str, Any]:
@@ -102,4 +86,4 @@ def load_run(path: str | os.PathLike, device: str | None = None,
     return Run(path, model_name, model, dataset, config)
 
 
-__all__ = ["Run", "Recommendation", "load_run"]
+__all__ = ["Recommendation", "Run", "load_run"]

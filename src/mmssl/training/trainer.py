@@ -7,6 +7,7 @@ A run directory holds::
     metrics.json    validation and test metrics at the best validation epoch
     curves.png      training loss and validation Recall@20 per epoch
     best.pt         the model's weights at the best validation epoch
+    recommender.npz the best epoch's user and item factors with the ids, for torch-free top-k
     last.pt         everything needed to resume (weights, optimisers, random states)
 """
 
@@ -31,6 +32,8 @@ from mmssl.errors import ConfigError, MmsslError
 from mmssl.evaluation import evaluate
 from mmssl.models import get_model_class
 from mmssl.models.base import Model, TrainingConfig
+from mmssl.recommender import FILE_NAME as RECOMMENDER_FILE
+from mmssl.recommender import Recommender
 from mmssl.training.sampler import BprSampler
 
 try:
@@ -77,6 +80,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def export_recommender(model: Model, dataset: Dataset, source: str = "model") -> Recommender:
+    """The model's factors, the dataset's ids and its training items, as a :class:`Recommender`."""
+    model.eval()
+    with torch.no_grad():
+        user, item = model.factors()
+    return Recommender(dataset.user_ids, dataset.item_ids, user.float().cpu().numpy(),
+                       item.float().cpu().numpy(), dataset.matrix("train"), source=source)
+
+
 def build_model(name: str, dataset: Dataset, config: TrainingConfig) -> Model:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -111,6 +123,7 @@ class Trainer:
             state = self._restore(model, generator)
         elif (self.out / "log.jsonl").exists():
             (self.out / "log.jsonl").unlink()
+        (self.out / RECOMMENDER_FILE).unlink(missing_ok=True)  # rewritten once the run is done
 
         if model.learned and state["stopped"] is False:
             self._train(model, generator, state)
@@ -119,6 +132,7 @@ class Trainer:
             model.load_state_dict(best["model"])
             model.load_extra_state(best.get("extra", {}))
         metrics = self._final_metrics(model, state)
+        export_recommender(model, self.dataset, source=str(self.out)).save(self.out / RECOMMENDER_FILE)
         atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         if model.learned:
             plot_curves(self.out / "log.jsonl", self.out / "curves.png")

@@ -11,6 +11,7 @@ from scipy import stats
 from mmssl import bench
 from mmssl.data.dataset import save_dataset
 from mmssl.data.synthetic import planted_dataset
+from mmssl.errors import ConfigError
 
 
 def test_paired_tests_match_scipy_on_fixed_numbers():
@@ -61,6 +62,11 @@ def test_bench_writes_reports_and_resumes_without_redoing(data_dir, tmp_path, mo
     assert calls == ["mmssl"]
     assert [r["test_recall@20"] for r in again[:3]] == [r["test_recall@20"] for r in rows[:3]]
     assert capsys.readouterr().out.count("done before") == 3
+
+    # The same directory with another setting is refused, not silently reused.
+    with pytest.raises(ConfigError, match=r"seed-1/config.yaml: epochs is 1 but this bench asks for 2"):
+        bench.run_bench(data_dir, ["mmssl"], [1], out, overrides=["mmssl:epochs=2", "mmssl:batch_size=64",
+                                                                   "threads=1"])
 
 
 def test_search_chooses_on_validation_only(data_dir, tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from mmssl.config import read_yaml
 from mmssl.errors import ConfigError
@@ -80,10 +81,12 @@ def run_bench(data: str, models: list[str], seeds: list[int], out: Path, protoco
             base[m] += [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
     jobs = [(m, s) for m in models for s in seeds]
-    rows, durations, started = [], [], time.perf_counter()
+    rows, started = [], time.perf_counter()
+    durations: dict[str, list[float]] = {}  # seconds of the runs trained now, per model
     for n, (model, seed) in enumerate(jobs, start=1):
         run_dir = out / "runs" / model / f"seed-{seed}"
         metrics_path = run_dir / "metrics.json"
+        check_reusable(run_dir, model, data, base[model] + [f"seed={seed}"])
         if metrics_path.exists():
             metrics = json.loads(metrics_path.read_text())
             note = "done before"
@@ -92,16 +95,43 @@ def run_bench(data: str, models: list[str], seeds: list[int], out: Path, protoco
             resume = (run_dir / "last.pt").exists()
             metrics = train(model, data, run_dir, overrides=base[model] + [f"seed={seed}"],
                             resume=resume, progress=False)
-            durations.append(time.perf_counter() - t)
-            note = f"{durations[-1]:.0f} s" + (" (resumed)" if resume else "")
+            durations.setdefault(model, []).append(time.perf_counter() - t)
+            note = f"{durations[model][-1]:.0f} s" + (" (resumed)" if resume else "")
         rows.append(_row(model, seed, metrics))
-        left = len(jobs) - n
-        eta = f", about {np.mean(durations) * left / 60:.0f} min left" if durations and left else ""
+        eta = _time_left(jobs[n:], durations)
         print(f"[{n}/{len(jobs)}] {model} seed {seed}: valid R@20 {metrics['valid'][SELECT]:.4f}, "
               f"test R@20 {metrics['test'][SELECT]:.4f}, {note}{eta}", flush=True)
     write_results(rows, out)
     write_summary(rows, out, protocol, time.perf_counter() - started)
     return rows
+
+
+def _time_left(jobs: list[tuple[str, int]], durations: dict[str, list[float]]) -> str:
+    """Each job left costs its model's mean so far, or the mean of all models for a new one."""
+    if not jobs or not durations:
+        return ""
+    overall = float(np.mean([d for ds in durations.values() for d in ds]))
+    left = sum(float(np.mean(durations[m])) if m in durations else overall for m, _ in jobs)
+    return f", about {left / 60:.0f} min left" + ("" if all(m in durations for m, _ in jobs)
+                                                  else " (a guess until each model has run once)")
+
+
+def check_reusable(run_dir: Path, model: str, data: str, overrides: list[str]) -> None:
+    """Refuse to reuse (or resume) a run directory trained with another config or dataset."""
+    from mmssl.config import config_to_dict, parse_overrides
+    from mmssl.training.trainer import make_config
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = read_yaml(saved_path)
+    wanted = {"model": model, "data": str(Path(data).resolve())}
+    wanted.update(config_to_dict(make_config(model, parse_overrides(overrides))))
+    wanted = yaml.safe_load(yaml.safe_dump(wanted, sort_keys=False))  # tuples as YAML lists
+    for key in sorted(set(saved) | set(wanted)):
+        if saved.get(key) != wanted.get(key):
+            raise ConfigError(f"{saved_path}: {key} is {saved.get(key)!r} but this bench asks for "
+                              f"{wanted.get(key)!r}; use another --out, or delete {run_dir}")
 
 
 def _row(model: str, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +171,7 @@ def search(data: str, models: list[str], seed: int, out: Path, space: dict[str, 
         for n, values in enumerate(combos):
             trial = out / "search" / model / f"trial-{n}"
             sets = base[model] + [f"{k}={json.dumps(v)}" for k, v in values.items()] + [f"seed={seed}"]
+            check_reusable(trial, model, data, sets)
             if (trial / "metrics.json").exists():
                 metrics = json.loads((trial / "metrics.json").read_text())
             else:
@@ -150,8 +181,6 @@ def search(data: str, models: list[str], seed: int, out: Path, space: dict[str, 
             if score > best_score:
                 best, best_score = values, score
         chosen[model] = best
-        import yaml
-
         chosen_path.write_text(yaml.safe_dump(chosen, sort_keys=False))
     return chosen
 

@@ -86,7 +86,10 @@ def load_config(
 def save_config(config: Any, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
     data = dict(extra or {})
     data.update(config_to_dict(config))
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

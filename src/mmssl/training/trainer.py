@@ -280,6 +280,15 @@ def plot_curves(log_path: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def make_config(model_name: str, values: dict[str, Any], where: str = "config") -> TrainingConfig:
+    """The model's typed config from plain values, with its presets applied (MMSSL's variant)."""
+    cls = get_model_class(model_name)
+    config = build_config(cls.Config, values, where=where)
+    if hasattr(cls, "resolve_config"):
+        config = cls.resolve_config(config)
+    return config
+
+
 def train(model_name: str | None, data_dir: str | os.PathLike | None, out: str | os.PathLike,
           config_file: str | None = None, overrides: list[str] | None = None,
           resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -300,12 +309,9 @@ def train(model_name: str | None, data_dir: str | os.PathLike | None, out: str |
         raise ConfigError("train needs a model and a data directory (--model, --data)")
     if saved_model and model_name != saved_model:
         raise ConfigError(f"{config_file}: written for model {saved_model!r}, not {model_name!r}")
-    cls = get_model_class(model_name)
     if not resume:
         values.update(parse_overrides(overrides))
-    config = build_config(cls.Config, values, where=str(config_file or out / "config.yaml"))
+    config = make_config(model_name, values, where=str(config_file or out / "config.yaml"))
     dataset = load_dataset(data_dir)
-    if hasattr(cls, "resolve_config"):
-        config = cls.resolve_config(config)
     return Trainer(model_name, dataset, config, out, data_dir=str(Path(data_dir).resolve()),
                    progress=progress).fit(resume=resume)

@@ -86,3 +86,19 @@ def test_search_chooses_on_validation_only(data_dir, tmp_path, monkeypatch):
     assert chosen == {"bpr": {"lr": 0.2}}
     assert (tmp_path / "chosen.yaml").exists()
     assert np.isclose(fake[chosen["bpr"]["lr"]][0], 0.7)
+
+
+def test_example_grid_names_real_settings():
+    """Every key and value of examples/grid.yaml builds a valid config of its model."""
+    from pathlib import Path
+
+    from mmssl.config import read_yaml
+    from mmssl.training.trainer import make_config
+
+    space = read_yaml(Path(__file__).parents[1] / "examples" / "grid.yaml")
+    models = [k for k in space if k not in ("search", "trials", "seed")]
+    assert models
+    for model in models:
+        for key, values in space[model].items():
+            for value in values:
+                assert getattr(make_config(model, {key: value}), key) == value

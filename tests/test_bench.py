@@ -102,3 +102,10 @@ def test_example_grid_names_real_settings():
         for key, values in space[model].items():
             for value in values:
                 assert getattr(make_config(model, {key: value}), key) == value
+
+
+def test_paired_tests_pair_by_seed_when_models_have_different_seeds():
+    values = {"a": {1: 0.30, 2: 0.31, 3: 0.29}, "b": {2: 0.30, 3: 0.27, 4: 0.5}, "c": {1: 0.2}}
+    out = bench.paired_tests(values, best="a")
+    assert out["b"][0] == pytest.approx(stats.ttest_rel([0.30, 0.27], [0.31, 0.29]).pvalue, rel=1e-12)
+    assert math.isnan(out["c"][0])  # one common seed: no test

@@ -192,16 +192,21 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
     pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
 
 
-def paired_tests(values: dict[str, list[float]], best: str) -> dict[str, tuple[float, float]]:
+def paired_tests(values: dict[str, dict[int, float] | list[float]], best: str
+                 ) -> dict[str, tuple[float, float]]:
     """p-values of a paired t-test and a Wilcoxon signed-rank test of each model against
-    ``best``, pairing runs by seed. NaN where undefined (identical or too few pairs)."""
+    ``best``, pairing runs by seed (``{seed: value}``; a list pairs by position) over the seeds
+    both have. NaN where undefined (identical, or fewer than two common seeds)."""
     from scipy import stats
 
+    values = {m: v if isinstance(v, dict) else dict(enumerate(v)) for m, v in values.items()}
     out = {}
     for model, v in values.items():
         if model == best:
             continue
-        a, b = np.asarray(v, dtype=float), np.asarray(values[best], dtype=float)
+        seeds = sorted(set(v) & set(values[best]))
+        a = np.array([v[s] for s in seeds], dtype=float)
+        b = np.array([values[best][s] for s in seeds], dtype=float)
         if len(a) < 2 or np.allclose(a, b):
             out[model] = (float("nan"), float("nan"))
             continue
@@ -222,7 +227,8 @@ def write_summary(rows: list[dict[str, Any]], out: Path, protocol: str, seconds:
     std = {m: {k: float(np.std([r[f"test_{k}"] for r in rs], ddof=1)) if len(rs) > 1 else 0.0
                for k in SUMMARY_METRICS} for m, rs in per_model.items()}
     best = max(models, key=lambda m: mean[m][SELECT])
-    tests = paired_tests({m: [r[f"test_{SELECT}"] for r in rs] for m, rs in per_model.items()}, best)
+    by_seed = {m: {r["seed"]: r[f"test_{SELECT}"] for r in rs} for m, rs in per_model.items()}
+    tests = paired_tests(by_seed, best)
     n_seeds = max(len(rs) for rs in per_model.values())
     lines = [f"# Benchmark ({protocol} protocol, {n_seeds} seeds, test metrics at the best validation epoch)", "",
              "| model | " + " | ".join(k.replace("recall", "Recall").replace("ndcg", "NDCG").replace("precision", "Precision")
@@ -247,7 +253,18 @@ def write_summary(rows: list[dict[str, Any]], out: Path, protocol: str, seconds:
         if n_seeds < 6:
             lines.append(f"With {n_seeds} seeds the two-sided Wilcoxon p-value cannot go below "
                          f"{2 / 2 ** n_seeds:.3f}; read it as a sign test, not as evidence.")
-    lines.append(f"\nWall time of this invocation: {seconds / 60:.1f} min. Per-run rows: results.csv.")
+    if "mmssl" in models and len(models) > 1:
+        other = max((m for m in models if m != "mmssl"), key=lambda m: mean[m][SELECT])
+        diff = mean["mmssl"][SELECT] - mean[other][SELECT]
+        t_p, w_p = paired_tests({m: by_seed[m] for m in ("mmssl", other)}, "mmssl")[other]
+        lines.append(f"MMSSL against the best other model, {other}: test Recall@20 {mean['mmssl'][SELECT]:.4f} "
+                     f"against {mean[other][SELECT]:.4f}, difference {diff:+.4f} "
+                     f"({100 * diff / max(mean[other][SELECT], 1e-12):+.1f}% relative); paired t-test "
+                     f"p = {_fmt_p(t_p)}, Wilcoxon p = {_fmt_p(w_p)}.")
+    train_min = sum(r["seconds"] or 0.0 for r in rows) / 60
+    lines.append(f"\nTraining time of the runs, summed: {train_min:.0f} min (median seconds per epoch x "
+                 f"epochs; validation not included). Wall time of this invocation: {seconds / 60:.1f} min "
+                 "(runs finished before it are reused, not timed). Per-run rows: results.csv.")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     _plot(models, mean, std, out / "summary.png")
 

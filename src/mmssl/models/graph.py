@@ -17,10 +17,16 @@ zero rows everybody's tie-broken neighbour.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+
+# torch announces CSR as beta on first use; the kernels used here are covered by tests, so the
+# notice only clutters the command line.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 # ---------------------------------------------------------------- user-item graphs
 

@@ -11,3 +11,7 @@ class DataError(MmsslError):
 
 class ConfigError(MmsslError):
     """Bad configuration: unknown key, wrong type, or an impossible value."""
+
+
+class WriteError(MmsslError):
+    """A file or folder could not be written (disk full, no permission, a path under a file)."""

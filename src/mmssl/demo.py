@@ -24,20 +24,21 @@ DEMO_MODELS = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="prepare movielens-100k, train MMSSL and baselines, show recommendations")
-    p.add_argument("--data", default="data/movielens-100k", help="dataset directory (prepared if absent)")
+    p.add_argument("--data", default="data/movielens-100k",
+                   help="dataset folder, prepared if absent (default: data/movielens-100k)")
     p.add_argument("--source", help="folder with RecBole's ml-100k atomic files (default: download)")
-    p.add_argument("--out", default="runs/demo", help="where the run directories go")
-    p.add_argument("--users", default="1,2", help="two original user ids to show")
+    p.add_argument("--out", default="runs/demo",
+                   help="where the run folders go; the demo replaces its own (default: runs/demo)")
+    p.add_argument("--users", default="1,2", help="two original user ids to show (default: 1,2)")
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from mmssl import api
     from mmssl.data import registry
     from mmssl.data.dataset import load_dataset
-    from mmssl.training.run import load_run
-    from mmssl.training.trainer import train
 
     t0 = time.perf_counter()
     data = Path(args.data)
@@ -54,7 +55,8 @@ def run_demo(args: argparse.Namespace) -> int:
     for model, overrides in DEMO_MODELS.items():
         print(f"== training {model} {' '.join(overrides)}", flush=True)
         t = time.perf_counter()
-        m = train(model, data, Path(args.out) / model, overrides=overrides, progress=False)
+        m = api.train(model, data, Path(args.out) / model, overrides=overrides, progress=False,
+                      overwrite=True)
         m["wall"] = time.perf_counter() - t
         results[model] = m
         print(f"   {m['epochs']} epochs, best validation epoch {m['best_epoch']}, "
@@ -74,7 +76,7 @@ def run_demo(args: argparse.Namespace) -> int:
     titles = {r.item_id: f"{r.movie_title} ({r.release_year})" for r in items.itertuples()}
     ratings = pd.read_csv(raw / "ml-100k.inter", sep="\t", dtype={0: str, 1: str})
     ratings.columns = [c.split(":")[0] for c in ratings.columns]
-    run = load_run(Path(args.out) / "mmssl")
+    run = api.load(Path(args.out) / "mmssl")
     train_matrix = ds.matrix("train")
     for user in args.users.split(","):
         seen = set(ds.item_ids[train_matrix[ds.user_index(user)].indices])

@@ -34,7 +34,14 @@ def temporary_name(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=path.suffix,
                                dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the file gets open()'s mode
     return Path(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def ensure_parent(path: str | os.PathLike, what: str = "output") -> Path:
@@ -92,6 +99,38 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def torch_save(path: str | os.PathLike, obj: object) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically. torch reports a failed write (disk full) as
+    a bare RuntimeError; the OSError underneath is kept, so the message says what went wrong."""
+    import torch
+
+    class _Recording:
+        def __init__(self, fh):
+            self.fh, self.error = fh, None
+
+        def write(self, data):
+            try:
+                return self.fh.write(data)
+            except OSError as e:
+                self.error = e
+                raise
+
+        def flush(self):
+            return self.fh.flush()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            sink = _Recording(fh)
+            try:
+                torch.save(obj, sink)
+            except RuntimeError:
+                if sink.error is not None:
+                    raise sink.error from None
+                raise
+
+    return atomic_write(path, write)
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:
@@ -169,6 +208,17 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def remove_stale_temporaries_in(folder: str | os.PathLike) -> list[Path]:
+    """Delete every ``.NAME.tmp-PID-*`` entry of ``folder`` whose process no longer runs."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for candidate in folder.glob(".*.tmp-*"):
+            name = candidate.name[1:candidate.name.index(".tmp-")]
+            removed += remove_stale_temporaries(folder / name)
+    return removed
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -188,9 +238,7 @@ def _unlink(path: Path) -> None:
 
 def _chmod_like_mkdir(path: Path) -> None:
     """mkdtemp makes a private (0700) folder; give it the mode a plain mkdir would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
+    os.chmod(path, 0o777 & ~_umask())
 
 
 __all__ = [
@@ -200,7 +248,9 @@ __all__ = [
     "atomic_write",
     "ensure_parent",
     "remove_stale_temporaries",
+    "remove_stale_temporaries_in",
     "temporary_name",
+    "torch_save",
     "write_bytes",
     "write_text",
 ]

@@ -11,8 +11,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import mmssl
 from mmssl.data.dataset import Dataset
-from mmssl.models import get_model_class
+from mmssl.models import create_model, get_model_class
 from mmssl.models.base import Batch
 from mmssl.models.freedom import modality_graph_weights
 from mmssl.models.graph import (
@@ -23,7 +24,6 @@ from mmssl.models.graph import (
     sparse_product,
     sym_normalise,
 )
-from mmssl.training.trainer import Trainer
 
 MODELS = ["bpr", "lightgcn", "vbpr", "lattice", "freedom", "bm3"]
 MULTIMODAL = ["vbpr", "lattice", "freedom", "bm3"]
@@ -71,8 +71,15 @@ def planted_dataset(modalities=("text", "kg")) -> Dataset:
 def build(name: str, ds: Dataset, **overrides):
     cls = get_model_class(name)
     torch.manual_seed(0)
-    config = cls.Config(device="cpu", threads=1, batch_size=64, **overrides)
-    return cls(ds, config, torch.device("cpu"))
+    return create_model(name, ds, cls.Config(batch_size=64, **overrides))
+
+
+def train_step(model, batch):
+    """One optimisation step, with the optimisers the trainer would build (kept on the model)."""
+    if not hasattr(model, "_test_optimizers"):
+        opts = model.configure_optimizers()
+        model._test_optimizers = {"adam": opts} if isinstance(opts, torch.optim.Optimizer) else opts
+    return model.training_step(batch, model._test_optimizers)
 
 
 def train_batch(ds: Dataset, size: int = 64, seed: int = 0) -> Batch:
@@ -122,8 +129,9 @@ def test_train_step_updates_parameters_and_scorer_returns_a_fresh_tensor(name, m
     model = build(name, ds)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     batch = train_batch(ds)
-    first = model.train_step(batch, 0)
-    second = model.train_step(batch, 1)
+    model.on_epoch_start(0)
+    first = train_step(model, batch)
+    second = train_step(model, batch)
     for out in (first, second):
         assert next(iter(out)) == "loss"
         assert all(isinstance(v, float) and np.isfinite(v) for v in out.values())
@@ -145,7 +153,8 @@ def test_runs_on_a_single_modality(name, make_dataset):
     assert torch.isfinite(losses["loss"])
     assert all(p.grad is not None and torch.isfinite(p.grad).all()
                for p in model.parameters() if p.requires_grad)
-    model.train_step(train_batch(ds, seed=1), 0)
+    model.on_epoch_start(0)
+    train_step(model, train_batch(ds, seed=1))
     model.eval()
     assert torch.isfinite(model.scorer()(torch.arange(ds.n_users))).all()
 
@@ -154,7 +163,8 @@ def test_runs_on_a_single_modality(name, make_dataset):
 def test_runs_on_three_modalities(name, make_dataset):
     ds = random_dataset(make_dataset, modalities={"text": 8, "kg": 3, "image": 5})
     model = build(name, ds)
-    model.train_step(train_batch(ds), 0)
+    model.on_epoch_start(0)
+    train_step(model, train_batch(ds))
     model.eval()
     assert torch.isfinite(model.scorer()(torch.arange(ds.n_users))).all()
 
@@ -167,28 +177,30 @@ PLANTED_OVERRIDES = {"bpr": {"reg_weight": 1.0 / 8}, "vbpr": {"reg_weight": 1.0 
 @pytest.mark.parametrize("name", MODELS)
 def test_learns_a_planted_cluster_preference(name, tmp_path):
     ds = planted_dataset()
-    cls = get_model_class(name)
-    config = cls.Config(device="cpu", threads=1, seed=1, epochs=10, batch_size=32, lr=0.01,
-                        ks=(10, 20), eval_batch_size=64, **PLANTED_OVERRIDES.get(name, {}))
-    metrics = Trainer(name, ds, config, tmp_path, progress=False).fit()
+    metrics = mmssl.fit(name, ds, device="cpu", threads=1, seed=1, epochs=10, batch_size=32,
+                        lr=0.01, ks=(10, 20), eval_batch_size=64, progress=False,
+                        **PLANTED_OVERRIDES.get(name, {})).metrics
     random_recall = expected_random_recall(ds, 10)
     assert metrics["test"]["recall@10"] > random_recall + 0.2, (metrics["test"], random_recall)
 
 
 def test_single_modality_model_learns_the_planted_clusters(tmp_path):
     ds = planted_dataset(modalities=("text",))
-    config = get_model_class("freedom").Config(device="cpu", threads=1, seed=1, epochs=10,
-                                               batch_size=32, lr=0.01, ks=(10, 20))
-    metrics = Trainer("freedom", ds, config, tmp_path, progress=False).fit()
+    metrics = mmssl.fit("freedom", ds, device="cpu", threads=1, seed=1, epochs=10, batch_size=32,
+                        lr=0.01, ks=(10, 20), progress=False).metrics
     assert metrics["test"]["recall@10"] > expected_random_recall(ds, 10) + 0.2
 
 
 def test_configs_carry_mmrec_defaults():
+    from mmssl.config import RunConfig, build_config
+
     for name in MODELS:
-        config = get_model_class(name).Config()
-        assert (config.embed_dim, config.batch_size, config.epochs, config.patience) == (64, 2048, 1000, 20)
-        assert config.protocol == "standard"
-        assert get_model_class(name).sampling == "interaction"
+        cls = get_model_class(name)
+        config = cls.Config()
+        run = build_config(RunConfig, cls.run_defaults)
+        assert (config.embed_dim, config.batch_size, run.epochs, run.patience) == (64, 2048, 1000, 20)
+        assert run.protocol == "standard"
+        assert cls.sampling == "interaction"
         with pytest.raises(dataclasses.FrozenInstanceError):
             config.lr = 1.0
     assert get_model_class("vbpr").Config().reg_weight == 1.0
@@ -285,7 +297,7 @@ def test_bipartite_adjacency_normalisations():
     left = bipartite_adjacency(train, "left_self_loops").toarray()
     np.testing.assert_allclose(left.sum(axis=1), 1.0, rtol=1e-6)
     assert left[0, 0] == pytest.approx(1 / 3)
-    graph = SparseGraph(sp.csr_matrix(sym), torch.device("cpu"))
+    graph = SparseGraph(sp.csr_matrix(sym))
     x = torch.rand(5, 2, requires_grad=True)
     (graph @ x).sum().backward()
     torch.testing.assert_close(x.grad, torch.from_numpy(sym.T @ np.ones((5, 2), dtype=np.float32)))

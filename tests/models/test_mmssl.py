@@ -9,30 +9,32 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import mmssl
 from mmssl.config import build_config
 from mmssl.data.synthetic import planted_dataset
-from mmssl.models.base import Batch
 from mmssl.models.mmssl import MMSSL, MMSSLConfig, resolve_config
 from mmssl.training.sampler import BprSampler
-
-CPU = torch.device("cpu")
 
 
 def make_model(ds, **values) -> MMSSL:
     torch.manual_seed(0)
     values.setdefault("batch_size", 32)
-    return MMSSL(ds, build_config(MMSSLConfig, values), CPU)
+    return MMSSL(ds, build_config(MMSSLConfig, values))
 
 
 def run_steps(model: MMSSL, ds, n: int, seed: int = 0) -> list[dict[str, float]]:
+    """n training steps; a new epoch (on_epoch_start) each time the sampler runs out."""
     sampler = BprSampler(ds.matrix("train"), model.config.batch_size, "user",
                          torch.Generator().manual_seed(seed),
                          model.config.sample_users_with_replacement)
+    if not hasattr(model, "_test_optimizers"):
+        model._test_optimizers = model.configure_optimizers()
     model.train()
     out, step = [], 0
     while step < n:
+        model.on_epoch_start(0)
         for batch in sampler.epoch():
-            out.append(model.train_step(batch, step))
+            out.append(model.training_step(batch, model._test_optimizers))
             step += 1
             if step == n:
                 break
@@ -57,11 +59,17 @@ def test_forward_shapes_and_finite_loss(modalities, variant):
 def test_variant_presets_and_single_fix_override():
     official = resolve_config(MMSSLConfig(variant="official"))
     assert (official.attention_keys, official.attention_mixing, official.leaky_slope) == ("queries", False, 1.0)
-    assert (official.graph_mode, official.graph_topk_min, official.protocol) == ("official", 0, "mmssl")
+    assert (official.graph_mode, official.graph_topk_min) == ("official", 0)
     assert official.step_lr_schedule is False and official.sample_users_with_replacement is True
     paper = resolve_config(MMSSLConfig(variant="paper", attention_mixing=False))
     assert paper.attention_mixing is False  # one fix switched off alone
-    assert (paper.attention_keys, paper.graph_mode, paper.protocol) == ("w_k", "refresh", "standard")
+    assert (paper.attention_keys, paper.graph_mode) == ("w_k", "refresh")
+    # The variant no longer touches the evaluation protocol: standard for every model.
+    from mmssl.config import resolve
+
+    for variant in ("official", "paper"):
+        settings = resolve("mmssl", MMSSLConfig, overrides=[f"variant={variant}"])
+        assert settings.run.protocol == "standard"
 
 
 def test_official_attention_is_its_linear_shortcut():
@@ -83,6 +91,7 @@ def test_official_graphs_become_empty_and_contrastive_loss_is_constant():
     assert model.k == 0
     run_steps(model, ds, 3)
     assert all(model.modality_graph(m) is None for m in model.modalities)
+    assert model.structure.all_empty()
     out = model.forward()
     assert all(float(s.abs().sum()) == 0.0 for s in out["user_graph"])
     users = torch.arange(16)
@@ -98,9 +107,9 @@ def test_paper_graphs_stay_alive_and_contrastive_loss_has_gradient():
     model = make_model(ds, variant="paper")
     for epoch in range(3):
         run_steps(model, ds, 5, seed=epoch)
-        model.end_epoch(epoch)
+        model.on_epoch_end(epoch)
     for m in model.modalities:
-        rows, cols = model.graph_edges[m]
+        rows, cols = model.structure.edges[m]
         assert len(rows) == ds.n_users * model.k > 0  # every user keeps k >= 1 generated edges
     out = model.forward()
     users = torch.arange(16)
@@ -159,7 +168,7 @@ def test_zero_feature_rows_give_no_nan():
     ds = planted_dataset(n_users=30, n_items=40, n_interactions=300, zero_rows=10)
     model = make_model(ds, variant="paper")
     losses = run_steps(model, ds, 4)
-    model.end_epoch(0)
+    model.on_epoch_end(0)
     assert all(math.isfinite(v) for step in losses for v in step.values())
     assert torch.isfinite(model.scorer()(torch.arange(30))).all()
 
@@ -177,8 +186,13 @@ def test_learning_rate_schedule_steps_only_in_paper():
     ds = planted_dataset(n_users=20, n_items=30, n_interactions=200)
     for variant, stepped in (("official", False), ("paper", True)):
         model = make_model(ds, variant=variant)
-        model.end_epoch(0)
-        lr = model.optimizer.param_groups[0]["lr"]
+        optimizers = model.configure_optimizers()
+        schedulers = model.configure_schedulers(optimizers)
+        assert bool(schedulers) is stepped
+        optimizers["recommender"].step()  # (no gradients: nothing moves) before the schedule
+        for s in schedulers.values():
+            s.step()
+        lr = optimizers["recommender"].param_groups[0]["lr"]
         assert (lr < 5.5e-4) is stepped
 
 
@@ -192,22 +206,20 @@ def test_bf16_precision_runs_and_stays_close():
 def test_rejects_dataset_without_modalities():
     ds = planted_dataset(n_users=20, n_items=30, n_interactions=200, modalities={})
     from mmssl.errors import DataError
+    from mmssl.models import create_model
 
-    with pytest.raises(DataError, match="modality"):
-        make_model(ds)
+    with pytest.raises(DataError, match="mmssl needs at least one item modality"):
+        create_model("mmssl", ds, MMSSLConfig())
 
 
 def test_training_lifts_recall_far_above_random(tmp_path):
     from mmssl.evaluation import evaluate
-    from mmssl.training.trainer import Trainer
 
     ds = planted_dataset(n_users=200, n_items=120, n_interactions=4000, seed=3)
-    config = build_config(MMSSLConfig, {"variant": "paper", "epochs": 12, "batch_size": 128,
-                                        "lr": 5e-3, "patience": 20})
-    metrics = Trainer("mmssl", ds, resolve_config(config), tmp_path, progress=False).fit()
+    metrics = mmssl.fit("mmssl", ds, variant="paper", epochs=12, batch_size=128, lr=5e-3,
+                        patience=20, progress=False).metrics
     random_scores = torch.rand(ds.n_users, ds.n_items, generator=torch.Generator().manual_seed(0))
     random_recall = evaluate(random_scores, ds, split="valid", ks=(20,))["recall@20"]
     assert metrics["valid"]["recall@20"] > 2 * random_recall
     assert metrics["valid"]["recall@20"] > 0.4
     assert np.isfinite(list(metrics["test"].values())).all()
-    assert isinstance(Batch, type)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
+from mmssl import api
+from mmssl.api import train
 from mmssl.cli import main
 from mmssl.data.dataset import save_dataset
 from mmssl.data.synthetic import planted_dataset
-from mmssl.training.run import load_run
-from mmssl.training.trainer import train
 
 FAST = ["epochs=3", "batch_size=64", "patience=10", "threads=1"]
 
@@ -30,12 +30,13 @@ def test_non_learning_model_writes_metrics_and_config(data_dir, tmp_path):
     assert {"recall@10", "recall@20", "ndcg@20", "precision@20", "hit@20"} <= set(metrics["test"])
     assert "recall@20" in metrics["valid"]
     saved = yaml.safe_load((tmp_path / "pop" / "config.yaml").read_text())
-    assert saved["model"] == "pop" and saved["seed"] == 2022
+    assert saved["model"] == "pop" and saved["run"]["seed"] == 2022
 
 
 def test_learned_run_artifacts_and_reload(data_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = train("mmssl", data_dir, out, overrides=FAST + ["variant=official"], progress=False)
+    metrics = train("mmssl", data_dir, out, overrides=FAST + ["variant=official", "protocol=mmssl"],
+                    progress=False)
     for name in ("config.yaml", "log.jsonl", "metrics.json", "curves.png", "best.pt", "last.pt",
                  "recommender.npz"):
         assert (out / name).exists(), name
@@ -47,7 +48,7 @@ def test_learned_run_artifacts_and_reload(data_dir, tmp_path):
     again = train(None, None, tmp_path / "again", config_file=str(out / "config.yaml"), progress=False)
     assert again["test"] == metrics["test"]
     # The saved run re-evaluates to the same test metrics.
-    run = load_run(out)
+    run = api.load(out)
     assert run.evaluate("test")["recall@20"] == pytest.approx(metrics["test"]["recall@20"], abs=1e-7)
 
 
@@ -64,17 +65,17 @@ def test_resume_after_interruption_matches_uninterrupted_run(data_dir, tmp_path,
 
     from mmssl.models.mmssl import MMSSL
 
-    original = MMSSL.end_epoch
+    original = MMSSL.on_epoch_end
 
     def crash_after_epoch_1(self, epoch):
         original(self, epoch)
         if epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(MMSSL, "end_epoch", crash_after_epoch_1)
+    monkeypatch.setattr(MMSSL, "on_epoch_end", crash_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
         train("mmssl", data_dir, tmp_path / "cut", overrides=FAST + ["epochs=4"], progress=False)
-    monkeypatch.setattr(MMSSL, "end_epoch", original)
+    monkeypatch.setattr(MMSSL, "on_epoch_end", original)
     resumed = train(None, None, tmp_path / "cut", resume=True, progress=False)
     assert resumed["test"] == full["test"] and resumed["best_epoch"] == full["best_epoch"]
     epochs = [json.loads(x)["epoch"] for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
@@ -83,9 +84,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(data_dir, tmp_path,
 
 def test_early_stopping_uses_patience(data_dir, tmp_path):
     metrics = train("mmssl", data_dir, tmp_path / "es",
-                    overrides=["epochs=50", "batch_size=64", "patience=0", "threads=1", "lr=0.0"],
+                    overrides=["epochs=50", "batch_size=64", "patience=0", "threads=1", "lr=1e-12",
+                               "d_lr=1e-12"],
                     progress=False)
-    # With a zero learning rate validation never improves after epoch 0: stop at epoch 1.
+    # With a negligible learning rate validation never improves after epoch 0: stop at epoch 1.
     assert metrics["best_epoch"] == 0 and metrics["epochs"] == 2
 
 
@@ -95,7 +97,7 @@ def test_recommend_and_evaluate_commands(data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["recommend", "--run", str(out), "--user", "u3", "--user", "u5", "--k", "7", "--json"]) == 0
     recs = json.loads(capsys.readouterr().out)
-    run = load_run(out)
+    run = api.load(out)
     train_items = run.dataset.matrix("train")
     for rec in recs:
         assert len(rec["items"]) == 7 and rec["scores"] == sorted(rec["scores"], reverse=True)
@@ -108,7 +110,7 @@ def test_recommend_and_evaluate_commands(data_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown user id 'nobody'" in err[0]
 
-    assert main(["evaluate", "--run", str(out), "--protocol", "mmrec"]) == 0
+    assert main(["evaluate", "--run", str(out), "--protocol", "mmrec", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["protocol"] == "mmrec" and np.isfinite(result["recall@20"])
 

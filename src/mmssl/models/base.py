@@ -1,10 +1,11 @@
-"""The model contract every recommender follows, and the settings every model shares.
+"""The model contract every recommender follows.
 
-A model is built from a ``Dataset`` and its config. A learned model performs one optimisation
-step on a batch (``train_step``). For ranking it hands out ``factors``: a user matrix and an item
-matrix whose product is every score, from which come the ``scorer`` (a function from a batch of
-user indices to their scores over all items) and the saved recommender. The trainer, the
-evaluator and the recommender know nothing else about it.
+A model is built from a :class:`~mmssl.data.Dataset` and its hyper-parameters (a frozen
+dataclass, its ``Config``). For ranking it hands out :meth:`Model.factors`: a user matrix and an
+item matrix whose product is every score. A learned model also computes a training loss for a
+batch (:meth:`Model.loss`). That is all a model must say; the trainer owns the rest (device,
+optimisers, epochs, early stopping, checkpoints), calling the hooks below where a model needs
+more: its own optimisers or schedules, work at epoch boundaries, or a step of several players.
 """
 
 from __future__ import annotations
@@ -21,21 +22,7 @@ from mmssl.data.dataset import Dataset
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 """``scorer(users: LongTensor (b,)) -> FloatTensor (b, n_items)``."""
 
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Settings shared by every model (the trainer, evaluation and device)."""
-
-    seed: int = 2022  # fixes every random draw on CPU (the authors' default)
-    device: str = "auto"  # "auto" (CUDA if available, else MPS, else CPU), "cpu", "cuda", "cuda:1", "mps"
-    threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
-    epochs: int = 1000  # upper bound; early stopping usually ends sooner (authors: 1000)
-    batch_size: int = 1024  # training batch (users or interactions, see `sampling`)
-    eval_every: int = 1  # validate every this many epochs
-    patience: int = 7  # stop after this many validations without a better Recall@20, plus one (authors' rule)
-    protocol: Literal["standard", "mmssl", "mmrec"] = "standard"  # evaluation protocol
-    ks: tuple[int, ...] = (10, 20, 50)  # cut-offs of every ranking metric
-    eval_batch_size: int = 1024  # users scored at once during evaluation
+Optimizers = dict[str, torch.optim.Optimizer]
 
 
 @dataclass(frozen=True)
@@ -46,51 +33,77 @@ class Batch:
     pos_items: torch.Tensor
     neg_items: torch.Tensor
 
+    def to(self, device: torch.device) -> Batch:
+        """The batch on ``device``."""
+        return Batch(self.users.to(device), self.pos_items.to(device), self.neg_items.to(device))
+
 
 class Model(nn.Module):
-    """Base class of every recommender.
+    """Base class of every recommender; subclasses register with ``@register("name")``.
 
-    Subclasses set ``name`` and ``Config`` and implement ``factors``; learned models also
-    implement ``train_step`` and set ``learned = True``.
+    Class attributes a subclass sets:
+        Config: its hyper-parameter dataclass (learned models have ``lr`` and ``batch_size``).
+        learned: False for models fitted in ``__init__`` (popularity, content k-NN).
+        needs_features: True when it needs at least one item modality.
+        sampling: ``"interaction"`` (each epoch walks all training pairs, MMRec) or ``"user"``
+            (each step draws ``batch_size`` users, the MMSSL authors' sampler).
+        run_defaults: its published values of run settings (e.g. ``{"patience": 20}``).
     """
 
-    name: ClassVar[str]
-    Config: ClassVar[type[TrainingConfig]]
+    name: ClassVar[str] = "model"  # set by @register
+    Config: ClassVar[type]
     learned: ClassVar[bool] = True
-    # "user": each step draws batch_size users, then one positive and one negative per user
-    # (the authors' MMSSL sampler); "interaction": each epoch walks all training interactions
-    # in shuffled batches, one negative each (MMRec's sampler).
+    needs_features: ClassVar[bool] = False
     sampling: ClassVar[Literal["user", "interaction"]] = "interaction"
+    run_defaults: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, dataset: Dataset, config: TrainingConfig, device: torch.device):
+    def __init__(self, dataset: Dataset, config: Any):
         super().__init__()
         self.config = config
-        self.device = device
         self.n_users = dataset.n_users
         self.n_items = dataset.n_items
+        # Follows .to(device), so a model can ask where it lives even without parameters.
+        self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's tensors are."""
+        return self._device_anchor.device
+
+    # ------------------------------------------------------------ training
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Loss components of a batch, the total under ``"loss"`` (single-optimiser models)."""
+        """Loss components of a batch on the model's device; the one to minimise first, as
+        ``"loss"``."""
         raise NotImplementedError(f"{self.name} is not a learned model")
 
-    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
+    def configure_optimizers(self) -> torch.optim.Optimizer | Optimizers:
+        """The optimiser(s) the trainer steps and checkpoints (default: Adam at ``config.lr``)."""
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+
+    def configure_schedulers(self, optimizers: Optimizers) -> dict[str, Any]:
+        """Learning-rate schedules, stepped by the trainer after each epoch (default: none)."""
+        return {}
+
+    def training_step(self, batch: Batch, optimizers: Optimizers) -> dict[str, float]:
         """One optimisation step; returns the loss components as floats (``loss`` first).
 
-        The default minimises ``loss(batch)`` with ``self.optimizer``; models with several
-        players (MMSSL) or per-epoch work override it.
+        The default minimises ``loss(batch)["loss"]`` with the only optimiser; a model with
+        several players (MMSSL) overrides it.
         """
-        return self.optimizer_step(self.loss(batch))
-
-    def optimizer_step(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Back-propagate ``losses["loss"]`` and step ``self.optimizer``; the components as floats."""
-        self.optimizer.zero_grad(set_to_none=True)
+        (optimizer,) = optimizers.values()
+        losses = self.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        self.optimizer.step()
+        optimizer.step()
         return {k: v.item() for k, v in losses.items()}
 
-    def end_epoch(self, epoch: int) -> None:
-        """Called after each training epoch (learning-rate schedules, graph refreshes)."""
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before each training epoch (per-epoch graphs, counters)."""
 
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called after each training epoch, before validation (graph refreshes)."""
+
+    # ------------------------------------------------------------- ranking
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(user, item)``, (n_users, d) and (n_items, d): the score of user u for item i is
         ``user[u] @ item[i]``. Called under ``torch.no_grad`` in eval mode."""
@@ -102,14 +115,18 @@ class Model(nn.Module):
             user, item = self.factors()
         return lambda users: user[users] @ item.T
 
-    # ---------------------------------------------------------------- checkpoints
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Named optimisers whose state goes into checkpoints (default: ``self.optimizer``)."""
-        return {"adam": self.optimizer} if hasattr(self, "optimizer") else {}
-
+    # --------------------------------------------------------- checkpoints
     def extra_state(self) -> dict[str, Any]:
         """Training state outside ``state_dict`` (plain tensors and numbers only)."""
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what :meth:`extra_state` returned."""
+
+
+def module_key(modality: str) -> str:
+    """A modality name as a key of ``nn.ModuleDict``/``nn.ParameterDict`` (which refuse ".")."""
+    return modality.replace(".", "_dot_")
+
+
+__all__ = ["Batch", "Model", "Optimizers", "Scorer", "module_key"]

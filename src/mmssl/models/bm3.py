@@ -32,27 +32,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmssl.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from mmssl.data.dataset import Dataset
-from mmssl.errors import DataError
-from mmssl.models.base import Batch, Model, TrainingConfig
-from mmssl.models.bpr import embedding_norm_loss
-from mmssl.models.graph import SparseGraph, bipartite_adjacency
-from mmssl.models.lightgcn import propagate_mean
+from mmssl.models.base import Batch, Model, module_key
+from mmssl.models.graph import SparseGraph, bipartite_adjacency, propagate_mean
+from mmssl.models.losses import embedding_norm_loss
+from mmssl.models.registry import register
 
 
 @dataclass(frozen=True)
-class BM3Config(TrainingConfig):
+class BM3Config:
     """BM3 settings; defaults are MMRec's (``configs/overall.yaml``, ``configs/model/BM3.yaml``,
     first value of each grid)."""
 
-    embed_dim: int = 64  # d, width of the ID embeddings and encoded features (MMRec embedding_size)
-    n_layers: int = 1  # LightGCN layers on the user-item graph (first value of MMRec's grid)
-    dropout: float = 0.3  # dropout on the targets (first value of MMRec's grid)
-    reg_weight: float = 0.1  # weight of the embedding-norm loss (first value of MMRec's grid)
-    cl_weight: float = 2.0  # weight of the modality alignment terms (MMRec cl_weight)
-    lr: float = 1e-3  # Adam learning rate (MMRec learning_rate)
-    batch_size: int = 2048  # training interactions per step (MMRec train_batch_size)
-    patience: int = 20  # validations without a better Recall@20 before stopping, plus one (MMRec stopping_step)
+    embed_dim: PositiveInt = 64  # d, width of the ID embeddings and encoded features (MMRec embedding_size)
+    n_layers: NonNegativeInt = 1  # LightGCN layers on the user-item graph (first value of MMRec's grid)
+    dropout: Fraction = 0.3  # dropout on the targets (first value of MMRec's grid)
+    reg_weight: NonNegativeFloat = 0.1  # weight of the embedding-norm loss (first value of MMRec's grid)
+    cl_weight: NonNegativeFloat = 2.0  # weight of the modality alignment terms (MMRec cl_weight)
+    lr: PositiveFloat = 1e-3  # Adam learning rate (MMRec learning_rate)
+    batch_size: PositiveInt = 2048  # training interactions per step (MMRec train_batch_size)
 
 
 def _misalignment(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -60,30 +59,29 @@ def _misalignment(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - F.cosine_similarity(online, target, dim=-1).mean()
 
 
+@register("bm3")
 class BM3(Model):
-    name = "bm3"
-    Config = BM3Config
-    sampling = "interaction"
+    """Bootstrapped latent representations: online/target views, no negative samples."""
 
-    def __init__(self, dataset: Dataset, config: BM3Config, device: torch.device):
-        super().__init__(dataset, config, device)
-        if not dataset.features:
-            raise DataError("bm3 needs at least one item modality; the dataset has none")
+    Config = BM3Config
+    needs_features = True
+    run_defaults = {"patience": 20}  # MMRec stopping_step
+
+    def __init__(self, dataset: Dataset, config: BM3Config):
+        super().__init__(dataset, config)
         d = config.embed_dim
         self.modalities = list(dataset.features)
-        self.adjacency = SparseGraph(bipartite_adjacency(dataset.matrix("train"), "sym"), device)
+        self.adjacency = SparseGraph(bipartite_adjacency(dataset.matrix("train"), "sym"))
         self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
         self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
         self.predictor = nn.Linear(d, d)
         nn.init.xavier_normal_(self.predictor.weight)
         self.features = nn.ParameterDict({
-            m: nn.Parameter(torch.from_numpy(np.array(dataset.features[m], dtype=np.float32)))
+            module_key(m): nn.Parameter(torch.from_numpy(np.array(dataset.features[m], dtype=np.float32)))
             for m in self.modalities})
-        self.encoders = nn.ModuleDict({m: nn.Linear(self.features[m].shape[1], d) for m in self.modalities})
+        self.encoders = nn.ModuleDict({module_key(m): nn.Linear(self.features[module_key(m)].shape[1], d) for m in self.modalities})
         for enc in self.encoders.values():
             nn.init.xavier_normal_(enc.weight)
-        self.to(device)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Online embeddings before the predictor: users (U, d) and items (I, d)."""
@@ -92,9 +90,9 @@ class BM3(Model):
         return final[: self.n_users], final[self.n_users :] + self.item_embedding
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Loss components of one batch (``loss`` first, the one to minimise)."""
+        """Alignment of predicted and target views, modality terms and the embedding norms."""
         cfg = self.config
-        users, items = batch.users.to(self.device), batch.pos_items.to(self.device)
+        users, items = batch.users, batch.pos_items
         user, item = self.forward()
         u_online, i_online = user[users], item[items]
         with torch.no_grad():
@@ -104,7 +102,7 @@ class BM3(Model):
         align = _misalignment(u_pred, i_target) + _misalignment(i_pred, u_target)
         modal = u_pred.new_zeros(())
         for m in self.modalities:
-            f_online = self.encoders[m](self.features[m][items])
+            f_online = self.encoders[module_key(m)](self.features[module_key(m)][items])
             with torch.no_grad():
                 f_target = F.dropout(f_online, cfg.dropout, training=True)
             f_pred = self.predictor(f_online)
@@ -114,10 +112,9 @@ class BM3(Model):
         return {"loss": loss, "align": align, "modal": modal, "reg": reg}
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Online embeddings through the predictor."""
         user, item = self.forward()
-        user, item = self.predictor(user), self.predictor(item)
-        return user, item
-
+        return self.predictor(user), self.predictor(item)
 
 
 __all__ = ["BM3", "BM3Config"]

@@ -34,33 +34,46 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from mmssl.config import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    UnitInterval,
+)
 from mmssl.data.dataset import Dataset
-from mmssl.errors import ConfigError, DataError
-from mmssl.models.base import Batch, Model, TrainingConfig
-from mmssl.models.graph import SparseGraph, bipartite_adjacency, knn_edges, nonzero_rows
-from mmssl.models.lightgcn import propagate_mean
+from mmssl.errors import ConfigError
+from mmssl.models.base import Batch, Model, module_key
+from mmssl.models.graph import (
+    SparseGraph,
+    bipartite_adjacency,
+    knn_edges,
+    nonzero_rows,
+    propagate_mean,
+)
+from mmssl.models.losses import log_sigmoid_bpr
+from mmssl.models.registry import register
 
 
 @dataclass(frozen=True)
-class FREEDOMConfig(TrainingConfig):
+class FREEDOMConfig:
     """FREEDOM settings; defaults are MMRec's (``configs/overall.yaml``,
     ``configs/model/FREEDOM.yaml``, first value of each grid)."""
 
-    embed_dim: int = 64  # d, user and item ID embedding width (MMRec embedding_size)
-    feat_embed_dim: int = 64  # width of the encoded features in the modality BPR losses (MMRec feat_embed_dim)
-    knn_k: int = 10  # neighbours per item in the item-item graph (MMRec knn_k)
-    n_mm_layers: int = 1  # propagation steps on the item-item graph (MMRec n_mm_layers)
-    n_ui_layers: int = 2  # LightGCN layers on the user-item graph (MMRec n_ui_layers)
-    dropout: float = 0.8  # fraction of training edges pruned each epoch (first value of MMRec's grid)
-    text_weight: float = 0.9  # weight of the "text" graph beside other modalities (MMRec 1 - mm_image_weight)
-    modality_weights: tuple[float, ...] = ()  # explicit graph weights in the dataset's modality order; empty: the text_weight rule
-    reg_weight: float = 0.0  # weight of the modality BPR losses (first value of MMRec's grid)
-    lr: float = 1e-3  # Adam learning rate (MMRec learning_rate)
-    batch_size: int = 2048  # training interactions per step (MMRec train_batch_size)
-    patience: int = 20  # validations without a better Recall@20 before stopping, plus one (MMRec stopping_step)
+    embed_dim: PositiveInt = 64  # d, user and item ID embedding width (MMRec embedding_size)
+    feat_embed_dim: PositiveInt = 64  # width of the encoded features in the modality BPR losses (MMRec feat_embed_dim)
+    knn_k: PositiveInt = 10  # neighbours per item in the item-item graph (MMRec knn_k)
+    n_mm_layers: NonNegativeInt = 1  # propagation steps on the item-item graph (MMRec n_mm_layers)
+    n_ui_layers: NonNegativeInt = 2  # LightGCN layers on the user-item graph (MMRec n_ui_layers)
+    dropout: Fraction = 0.8  # fraction of training edges pruned each epoch (first value of MMRec's grid)
+    text_weight: UnitInterval = 0.9  # weight of the "text" graph beside other modalities (MMRec 1 - mm_image_weight)
+    modality_weights: tuple[NonNegativeFloat, ...] = ()  # explicit graph weights in the dataset's modality order; empty: the text_weight rule
+    reg_weight: NonNegativeFloat = 0.0  # weight of the modality BPR losses (first value of MMRec's grid)
+    lr: PositiveFloat = 1e-3  # Adam learning rate (MMRec learning_rate)
+    batch_size: PositiveInt = 2048  # training interactions per step (MMRec train_batch_size)
 
 
 def modality_graph_weights(modalities: list[str], text_weight: float,
@@ -77,21 +90,20 @@ def modality_graph_weights(modalities: list[str], text_weight: float,
     return [1.0 / len(modalities)] * len(modalities)
 
 
+@register("freedom")
 class FREEDOM(Model):
-    name = "freedom"
-    Config = FREEDOMConfig
-    sampling = "interaction"
+    """A frozen item-item kNN graph and a degree-pruned user-item graph."""
 
-    def __init__(self, dataset: Dataset, config: FREEDOMConfig, device: torch.device):
-        super().__init__(dataset, config, device)
-        if not dataset.features:
-            raise DataError("freedom needs at least one item modality; the dataset has none")
-        if not 0.0 <= config.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {config.dropout}")
+    Config = FREEDOMConfig
+    needs_features = True
+    run_defaults = {"patience": 20}  # MMRec stopping_step
+
+    def __init__(self, dataset: Dataset, config: FREEDOMConfig):
+        super().__init__(dataset, config)
         d = config.embed_dim
         self.modalities = list(dataset.features)
         train = sp.csr_matrix(dataset.matrix("train"))
-        self.adjacency = SparseGraph(bipartite_adjacency(train, "sym"), device)
+        self.adjacency = SparseGraph(bipartite_adjacency(train, "sym"))
         # Training edges and their pruning weights 1/sqrt(d_u d_i).
         coo = train.tocoo()
         self.edge_users = torch.from_numpy(coo.row.astype(np.int64))
@@ -105,8 +117,8 @@ class FREEDOM(Model):
         self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
         self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
         raw = {m: torch.from_numpy(np.array(dataset.features[m], dtype=np.float32)) for m in self.modalities}
-        self.features = nn.ParameterDict({m: nn.Parameter(f.clone()) for m, f in raw.items()})
-        self.encoders = nn.ModuleDict({m: nn.Linear(f.shape[1], config.feat_embed_dim)
+        self.features = nn.ParameterDict({module_key(m): nn.Parameter(f.clone()) for m, f in raw.items()})
+        self.encoders = nn.ModuleDict({module_key(m): nn.Linear(f.shape[1], config.feat_embed_dim)
                                        for m, f in raw.items()})
         weights = modality_graph_weights(self.modalities, config.text_weight, config.modality_weights)
         rows, cols, values = [], [], []
@@ -118,9 +130,7 @@ class FREEDOM(Model):
             cols.append(c)
             values.append(w * degree[r].rsqrt() * degree[c].rsqrt())
         self.item_graph = SparseGraph.from_edges(torch.cat(rows), torch.cat(cols), torch.cat(values),
-                                                 (self.n_items, self.n_items), device)
-        self.to(device)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
+                                                 (self.n_items, self.n_items))
 
     def prune_edges(self) -> SparseGraph:
         """The training graph of one epoch: degree-sensitive pruning of the training edges."""
@@ -152,26 +162,24 @@ class FREEDOM(Model):
             if self.train_adjacency is None:
                 self.train_adjacency = self.prune_edges()
             adjacency = self.train_adjacency
-        users = batch.users.to(self.device)
-        pos, neg = batch.pos_items.to(self.device), batch.neg_items.to(self.device)
+        users, pos, neg = batch.users, batch.pos_items, batch.neg_items
         user, item = self.forward(adjacency)
         u = user[users]
-        bpr = -F.logsigmoid((u * item[pos]).sum(1) - (u * item[neg]).sum(1)).mean()
+        bpr = log_sigmoid_bpr((u * item[pos]).sum(1), (u * item[neg]).sum(1))
         modal = u.new_zeros(())
         for m in self.modalities:
-            encode, feats = self.encoders[m], self.features[m]
+            encode, feats = self.encoders[module_key(m)], self.features[module_key(m)]
             p, n = encode(feats[pos]), encode(feats[neg])
-            modal = modal - F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
+            modal = modal + log_sigmoid_bpr((u * p).sum(1), (u * n).sum(1))
         return {"loss": bpr + self.config.reg_weight * modal, "bpr": bpr, "modal_bpr": modal}
 
-    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
-        if step == 0 or self.train_adjacency is None:
-            self.train_adjacency = self.prune_edges()
-        return self.optimizer_step(self.loss(batch, self.train_adjacency))
+    def on_epoch_start(self, epoch: int) -> None:
+        """Each epoch trains on a freshly pruned user-item graph."""
+        self.train_adjacency = self.prune_edges()
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        user, item = self.forward(self.adjacency)
-        return user, item
+        """Embeddings propagated on the full (unpruned) training graph."""
+        return self.forward(self.adjacency)
 
 
 

@@ -3,7 +3,8 @@
 * ``bipartite_adjacency``: the normalised (U + I, U + I) user-item adjacency of LightGCN-style
   propagation, built once with scipy.
 * ``SparseGraph``: a fixed sparse matrix G with ``G @ X`` differentiable in X (CSR kernels both
-  ways).
+  ways); a module, so that it follows ``model.to(device)``.
+* ``propagate_mean``: LightGCN's mean of the layers E^(0..L) on a graph.
 * ``sparse_product``: ``S @ X`` for a sparse S whose values carry gradients (learned graphs).
 * ``knn_edges``, ``coalesce``, ``sym_normalise``: item-item kNN graphs from modality features,
   kept sparse (top-k per row, computed in chunks of rows).
@@ -17,16 +18,23 @@ zero rows everybody's tie-broken neighbour.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-# torch announces CSR as beta on first use; the kernels used here are covered by tests, so the
-# notice only clutters the command line.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+
+@contextlib.contextmanager
+def quiet_csr():
+    """Silence torch's "Sparse CSR tensor support is in beta" notice where we build CSR tensors
+    (the kernels used here are covered by tests); other warnings pass through."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        yield
 
 # ---------------------------------------------------------------- user-item graphs
 
@@ -59,19 +67,22 @@ def bipartite_adjacency(train: sp.spmatrix, norm: str = "sym") -> sp.csr_matrix:
     raise ValueError(f"unknown normalisation {norm!r}")
 
 
-class SparseGraph:
-    """A fixed sparse matrix G (n, m) for products G @ X with gradients for X; CSR kernels,
-    with G^T stored too so the backward pass is also a CSR product."""
+class SparseGraph(nn.Module):
+    """A fixed sparse matrix G (n, m) for products ``G @ X`` with gradients for X; CSR kernels,
+    with G^T stored too so the backward pass is also a CSR product. Its tensors are
+    non-persistent buffers: they move with the model and stay out of checkpoints."""
 
-    def __init__(self, matrix: sp.spmatrix, device: torch.device):
+    def __init__(self, matrix: sp.spmatrix, device: torch.device | str | None = None):
+        super().__init__()
         self.shape = matrix.shape
         self.nnz = matrix.nnz
-        self.csr = _to_torch_csr(sp.csr_matrix(matrix), device)
-        self.csr_t = _to_torch_csr(sp.csr_matrix(matrix.T), device)
+        self.register_buffer("csr", _to_torch_csr(sp.csr_matrix(matrix), device), persistent=False)
+        self.register_buffer("csr_t", _to_torch_csr(sp.csr_matrix(matrix.T), device),
+                             persistent=False)
 
     @classmethod
     def from_edges(cls, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
-                   shape: tuple[int, int], device: torch.device) -> SparseGraph:
+                   shape: tuple[int, int], device: torch.device | str | None = None) -> SparseGraph:
         """The graph with entries ``values`` at (rows, cols); duplicates are summed."""
         m = sp.coo_matrix((values.detach().cpu().numpy().astype(np.float32),
                            (rows.cpu().numpy(), cols.cpu().numpy())), shape=shape)
@@ -79,6 +90,18 @@ class SparseGraph:
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
         return _GraphProduct.apply(x, self)
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.shape)}, nnz={self.nnz}"
+
+
+def propagate_mean(graph: SparseGraph, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """LightGCN's mean of E^(0..L), E^(l+1) = graph @ E^(l); ego (n, d) -> (n, d)."""
+    total, e = ego, ego
+    for _ in range(n_layers):
+        e = graph @ e
+        total = total + e
+    return total / (n_layers + 1)
 
 
 class _GraphProduct(torch.autograd.Function):
@@ -92,14 +115,16 @@ class _GraphProduct(torch.autograd.Function):
         return ctx.graph.csr_t.to(grad.dtype) @ grad.contiguous(), None
 
 
-def _to_torch_csr(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+def _to_torch_csr(m: sp.csr_matrix, device: torch.device | str | None) -> torch.Tensor:
     m = m.copy()
     m.sum_duplicates()
     m.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
-        torch.from_numpy(m.data.astype(np.float32)), m.shape, device=device,
-        check_invariants=False)
+    with quiet_csr():
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(m.indptr.astype(np.int64)),
+            torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(m.data.astype(np.float32)), m.shape, device=device,
+            check_invariants=False)
 
 
 # ------------------------------------------------------- graphs with learned values
@@ -122,13 +147,19 @@ class _SparseValuesProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values, rows, cols, dense, n_rows):
         crow = torch.ops.aten._convert_indices_from_coo_to_csr(rows, n_rows)
-        s = torch.sparse_csr_tensor(crow, cols, values.to(dense.dtype), (n_rows, dense.shape[0]),
-                                    check_invariants=False)
+        with quiet_csr():
+            s = torch.sparse_csr_tensor(crow, cols, values.to(dense.dtype),
+                                        (n_rows, dense.shape[0]), check_invariants=False)
         ctx.save_for_backward(values, rows, cols, crow, dense)
         return s @ dense
 
     @staticmethod
     def backward(ctx, grad):
+        with quiet_csr():
+            return _SparseValuesProduct._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         values, rows, cols, crow, dense = ctx.saved_tensors
         grad = grad.contiguous()
         grad_values = grad_dense = None
@@ -220,6 +251,8 @@ __all__ = [
     "coalesce",
     "knn_edges",
     "nonzero_rows",
+    "propagate_mean",
+    "quiet_csr",
     "sparse_product",
     "sym_normalise",
 ]

@@ -30,80 +30,101 @@ modality's fixed or learned graph, neither as a source nor as a neighbour (see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmssl.config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    UnitInterval,
+)
 from mmssl.data.dataset import Dataset
-from mmssl.errors import DataError
-from mmssl.models.base import Batch, Model, TrainingConfig
+from mmssl.models.base import Batch, Model, Optimizers, module_key
 from mmssl.models.graph import (
     SparseGraph,
     bipartite_adjacency,
     coalesce,
     knn_edges,
     nonzero_rows,
+    propagate_mean,
     sparse_product,
     sym_normalise,
 )
-from mmssl.models.lightgcn import propagate_mean
+from mmssl.models.losses import log_sigmoid_bpr, squared_norm_loss
+from mmssl.models.registry import register
 
 Edges = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # rows, cols, values; sorted, coalesced
 
 
 @dataclass(frozen=True)
-class LATTICEConfig(TrainingConfig):
+class LATTICEConfig:
     """LATTICE settings; defaults are MMRec's (``configs/overall.yaml``,
     ``configs/model/LATTICE.yaml``, first value of each grid)."""
 
-    embed_dim: int = 64  # d, user and item ID embedding width (MMRec embedding_size)
-    feat_embed_dim: int = 64  # width of the encoded features the learned graph is built from (MMRec feat_embed_dim)
-    n_ui_layers: int = 2  # LightGCN layers on the user-item graph (MMRec len(weight_size))
-    n_item_layers: int = 1  # propagation steps on the item-item graph (MMRec n_layers)
-    knn_k: int = 10  # neighbours per item in every item-item graph (MMRec knn_k)
-    lambda_coeff: float = 0.9  # lambda, weight of the fixed graphs against the learned one (MMRec lambda_coeff)
-    lr: float = 1e-4  # Adam learning rate (first value of MMRec's grid)
-    lr_decay: float = 0.96  # the learning rate is lr * lr_decay ** (epoch / lr_decay_epochs) (MMRec learning_rate_scheduler)
-    lr_decay_epochs: float = 50.0  # epochs per factor lr_decay (MMRec learning_rate_scheduler)
-    reg_weight: float = 0.0  # weight of the squared-embedding regulariser (first value of MMRec's grid)
-    batch_size: int = 2048  # training interactions per step (MMRec train_batch_size)
-    patience: int = 20  # validations without a better Recall@20 before stopping, plus one (MMRec stopping_step)
+    embed_dim: PositiveInt = 64  # d, user and item ID embedding width (MMRec embedding_size)
+    feat_embed_dim: PositiveInt = 64  # width of the encoded features the learned graph is built from (MMRec feat_embed_dim)
+    n_ui_layers: NonNegativeInt = 2  # LightGCN layers on the user-item graph (MMRec len(weight_size))
+    n_item_layers: NonNegativeInt = 1  # propagation steps on the item-item graph (MMRec n_layers)
+    knn_k: PositiveInt = 10  # neighbours per item in every item-item graph (MMRec knn_k)
+    lambda_coeff: UnitInterval = 0.9  # lambda, weight of the fixed graphs against the learned one (MMRec lambda_coeff)
+    lr: PositiveFloat = 1e-4  # Adam learning rate (first value of MMRec's grid)
+    lr_decay: Annotated[float, Range(gt=0, le=1)] = 0.96  # the learning rate is lr * lr_decay ** (epoch / lr_decay_epochs) (MMRec learning_rate_scheduler)
+    lr_decay_epochs: PositiveFloat = 50.0  # epochs per factor lr_decay (MMRec learning_rate_scheduler)
+    reg_weight: NonNegativeFloat = 0.0  # weight of the squared-embedding regulariser (first value of MMRec's grid)
+    batch_size: PositiveInt = 2048  # training interactions per step (MMRec train_batch_size)
 
 
+@register("lattice")
 class LATTICE(Model):
-    name = "lattice"
-    Config = LATTICEConfig
-    sampling = "interaction"
+    """Item-item graphs learned from the modalities on top of LightGCN."""
 
-    def __init__(self, dataset: Dataset, config: LATTICEConfig, device: torch.device):
-        super().__init__(dataset, config, device)
-        if not dataset.features:
-            raise DataError("lattice needs at least one item modality; the dataset has none")
+    Config = LATTICEConfig
+    needs_features = True
+    run_defaults = {"patience": 20}  # MMRec stopping_step
+
+    def __init__(self, dataset: Dataset, config: LATTICEConfig):
+        super().__init__(dataset, config)
         d = config.embed_dim
         self.modalities = list(dataset.features)
-        self.adjacency = SparseGraph(bipartite_adjacency(dataset.matrix("train"), "left_self_loops"), device)
+        self.adjacency = SparseGraph(bipartite_adjacency(dataset.matrix("train"), "left_self_loops"))
         self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
         self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
         raw = {m: torch.from_numpy(np.array(dataset.features[m], dtype=np.float32)) for m in self.modalities}
         # Trained, as in MMRec; they seed the learned graph only.
-        self.features = nn.ParameterDict({m: nn.Parameter(f.clone()) for m, f in raw.items()})
-        self.encoders = nn.ModuleDict({m: nn.Linear(f.shape[1], config.feat_embed_dim)
+        self.features = nn.ParameterDict({module_key(m): nn.Parameter(f.clone()) for m, f in raw.items()})
+        self.encoders = nn.ModuleDict({module_key(m): nn.Linear(f.shape[1], config.feat_embed_dim)
                                        for m, f in raw.items()})
         self.modal_weight = nn.Parameter(torch.full((len(self.modalities),), 1.0 / len(self.modalities)))
-        self.valid: dict[str, torch.Tensor] = {m: nonzero_rows(f).to(device) for m, f in raw.items()}
-        # Fixed graphs S_m, normalised per modality.
-        self.fixed_edges: list[Edges] = []
-        for m in self.modalities:
-            rows, cols, sims = knn_edges(raw[m].to(device), config.knn_k, self.valid[m])
-            self.fixed_edges.append((rows, cols, sym_normalise(rows, cols, sims, self.n_items)))
-        self.to(device)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda epoch: config.lr_decay ** (epoch / config.lr_decay_epochs))
+        # Buffers, not saved: they follow the model's device and come from the dataset.
+        for j, m in enumerate(self.modalities):
+            valid = nonzero_rows(raw[m])
+            self.register_buffer(f"valid_{j}", valid, persistent=False)
+            # Fixed graph S_m, normalised per modality.
+            rows, cols, sims = knn_edges(raw[m], config.knn_k, valid)
+            for part, value in zip(("rows", "cols", "values"),
+                                   (rows, cols, sym_normalise(rows, cols, sims, self.n_items))):
+                self.register_buffer(f"fixed_{j}_{part}", value, persistent=False)
         self._epoch_graph: Edges | None = None  # the detached graph of the current epoch
+
+    @property
+    def fixed_edges(self) -> list[Edges]:
+        """Per modality the fixed normalised kNN graph S_m as (rows, cols, values)."""
+        return [tuple(getattr(self, f"fixed_{j}_{p}") for p in ("rows", "cols", "values"))
+                for j in range(len(self.modalities))]
+
+    def configure_schedulers(self, optimizers: Optimizers) -> dict[str, Any]:
+        """lr * lr_decay ** (epoch / lr_decay_epochs), stepped after every epoch (MMRec)."""
+        cfg = self.config
+        (optimizer,) = optimizers.values()
+        return {"lr": torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: cfg.lr_decay ** (epoch / cfg.lr_decay_epochs))}
 
     # ------------------------------------------------------------------ graphs
     def item_graph(self) -> Edges:
@@ -113,7 +134,8 @@ class LATTICE(Model):
         weight = torch.softmax(self.modal_weight, dim=0)
         learned = []
         for j, m in enumerate(self.modalities):
-            rows, cols, sims = knn_edges(self.encoders[m](self.features[m]), cfg.knn_k, self.valid[m])
+            rows, cols, sims = knn_edges(self.encoders[module_key(m)](self.features[module_key(m)]), cfg.knn_k,
+                                         getattr(self, f"valid_{j}"))
             learned.append((rows, cols, weight[j] * sims))
         rows, cols, values = coalesce(*(torch.cat(x) for x in zip(*learned)), n)
         values = sym_normalise(rows, cols, values, n)
@@ -132,43 +154,33 @@ class LATTICE(Model):
         return final[: self.n_users], final[self.n_users :] + F.normalize(h, dim=1)
 
     # ---------------------------------------------------------------- training
-    def loss(self, batch: Batch, rebuild_graph: bool = True) -> dict[str, torch.Tensor]:
-        """Loss components of one batch (``loss`` first, the one to minimise).
+    def on_epoch_start(self, epoch: int) -> None:
+        """The first batch of each epoch rebuilds the item graph with gradients (MMRec)."""
+        self._epoch_graph = None
 
-        ``rebuild_graph``: build the item graph with gradients (and keep it, detached, for
-        later calls); otherwise reuse the kept one.
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """BPR (plus the squared-norm regulariser) on this epoch's item graph.
+
+        The first call of an epoch builds the item graph with gradients and keeps it, detached,
+        for the epoch's other batches.
         """
-        if rebuild_graph or self._epoch_graph is None:
+        if self._epoch_graph is None:
             graph = self.item_graph()
             self._epoch_graph = tuple(x.detach() for x in graph)
         else:
             graph = self._epoch_graph
         user, item = self.forward(graph)
-        u = user[batch.users.to(self.device)]
-        p = item[batch.pos_items.to(self.device)]
-        n = item[batch.neg_items.to(self.device)]
-        bpr = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
-        reg = (u.square().sum() + p.square().sum() + n.square().sum()) / (2 * self.config.batch_size)
+        u, p, n = user[batch.users], item[batch.pos_items], item[batch.neg_items]
+        bpr = log_sigmoid_bpr((u * p).sum(1), (u * n).sum(1))
+        reg = squared_norm_loss(u, p, n, batch_size=self.config.batch_size)
         return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
 
-    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
-        return self.optimizer_step(self.loss(batch, rebuild_graph=step == 0))
-
-    def end_epoch(self, epoch: int) -> None:
-        self.scheduler.step()
-
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        user, item = self.forward()
-        return user, item
-
-    # ------------------------------------------------------------- checkpoints
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"scheduler": self.scheduler.state_dict()}
+        """Embeddings on a freshly built item graph."""
+        return self.forward()
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
+        """A restored model rebuilds its epoch graph on the next batch."""
         self._epoch_graph = None
 
 

@@ -15,47 +15,39 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mmssl.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from mmssl.data.dataset import Dataset
-from mmssl.models.base import Batch, Model, TrainingConfig
-from mmssl.models.bpr import bpr_loss, embedding_norm_loss
-from mmssl.models.graph import SparseGraph, bipartite_adjacency
+from mmssl.models.base import Batch, Model
+from mmssl.models.graph import SparseGraph, bipartite_adjacency, propagate_mean
+from mmssl.models.losses import bpr_loss, embedding_norm_loss
+from mmssl.models.registry import register
 
 
 @dataclass(frozen=True)
-class LightGCNConfig(TrainingConfig):
+class LightGCNConfig:
     """LightGCN settings; defaults are MMRec's (``configs/overall.yaml``,
     ``configs/model/LightGCNTorch.yaml``) unless noted."""
 
-    embed_dim: int = 64  # d, user and item embedding width (MMRec embedding_size)
-    n_layers: int = 3  # L, propagation layers (3 as our issue fixes; MMRec grid [1, 2, 3, 4])
-    lr: float = 1e-3  # Adam learning rate (MMRec learning_rate)
-    reg_weight: float = 1e-2  # weight of the ego-embedding norm loss (first value of MMRec's grid)
-    batch_size: int = 2048  # training interactions per step (MMRec train_batch_size)
-    patience: int = 20  # validations without a better Recall@20 before stopping, plus one (MMRec stopping_step)
+    embed_dim: PositiveInt = 64  # d, user and item embedding width (MMRec embedding_size)
+    n_layers: NonNegativeInt = 3  # L, propagation layers (3 as our issue fixes; MMRec grid [1, 2, 3, 4])
+    lr: PositiveFloat = 1e-3  # Adam learning rate (MMRec learning_rate)
+    reg_weight: NonNegativeFloat = 1e-2  # weight of the ego-embedding norm loss (first value of MMRec's grid)
+    batch_size: PositiveInt = 2048  # training interactions per step (MMRec train_batch_size)
 
 
-def propagate_mean(graph: SparseGraph, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """Mean of E^(0..L), E^(l+1) = graph @ E^(l); ego (n, d) -> (n, d)."""
-    total, e = ego, ego
-    for _ in range(n_layers):
-        e = graph @ e
-        total = total + e
-    return total / (n_layers + 1)
-
-
+@register("lightgcn")
 class LightGCN(Model):
-    name = "lightgcn"
-    Config = LightGCNConfig
-    sampling = "interaction"
+    """ID embeddings averaged over L propagation layers of the normalised user-item graph."""
 
-    def __init__(self, dataset: Dataset, config: LightGCNConfig, device: torch.device):
-        super().__init__(dataset, config, device)
+    Config = LightGCNConfig
+    run_defaults = {"patience": 20}  # MMRec stopping_step
+
+    def __init__(self, dataset: Dataset, config: LightGCNConfig):
+        super().__init__(dataset, config)
         d = config.embed_dim
-        self.adjacency = SparseGraph(bipartite_adjacency(dataset.matrix("train"), "sym"), device)
+        self.adjacency = SparseGraph(bipartite_adjacency(dataset.matrix("train"), "sym"))
         self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
         self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
-        self.to(device)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final embeddings: users (U, d) and items (I, d)."""
@@ -64,9 +56,8 @@ class LightGCN(Model):
         return final[: self.n_users], final[self.n_users :]
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Loss components of one batch (``loss`` first, the one to minimise)."""
-        users = batch.users.to(self.device)
-        pos, neg = batch.pos_items.to(self.device), batch.neg_items.to(self.device)
+        """BPR on the propagated embeddings plus the norms of the batch's ego embeddings."""
+        users, pos, neg = batch.users, batch.pos_items, batch.neg_items
         user, item = self.forward()
         u = user[users]
         bpr = bpr_loss((u * item[pos]).sum(1), (u * item[neg]).sum(1))
@@ -75,9 +66,5 @@ class LightGCN(Model):
         return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        user, item = self.forward()
-        return user, item
-
-
-
-__all__ = ["LightGCN", "LightGCNConfig", "propagate_mean"]
+        """The propagated embeddings."""
+        return self.forward()

@@ -8,23 +8,26 @@ import numpy as np
 import torch
 
 from mmssl.data.dataset import Dataset
-from mmssl.models.base import Model, TrainingConfig
+from mmssl.models.base import Model
+from mmssl.models.registry import register
 
 
 @dataclass(frozen=True)
-class PopConfig(TrainingConfig):
-    pass
+class PopConfig:
+    """The popularity ranking has no hyper-parameters."""
 
 
+@register("pop")
 class Popularity(Model):
-    name = "pop"
+    """Scores each item by its number of training interactions, the same for every user."""
+
     Config = PopConfig
     learned = False
 
-    def __init__(self, dataset: Dataset, config: PopConfig, device: torch.device):
-        super().__init__(dataset, config, device)
+    def __init__(self, dataset: Dataset, config: PopConfig):
+        super().__init__(dataset, config)
         counts = np.asarray(dataset.matrix("train").sum(axis=0), dtype=np.float32).ravel()
-        self.register_buffer("popularity", torch.from_numpy(counts).to(device))
+        self.register_buffer("popularity", torch.from_numpy(counts))
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         # rank one: every user weighs the items' training counts alike

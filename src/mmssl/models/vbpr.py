@@ -20,32 +20,33 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmssl.config import NonNegativeFloat, PositiveFloat, PositiveInt
 from mmssl.data.dataset import Dataset
-from mmssl.errors import DataError
-from mmssl.models.base import Batch, Model, TrainingConfig
-from mmssl.models.bpr import bpr_loss, embedding_norm_loss
+from mmssl.models.base import Batch, Model
+from mmssl.models.losses import bpr_loss, embedding_norm_loss
+from mmssl.models.registry import register
 
 
 @dataclass(frozen=True)
-class VBPRConfig(TrainingConfig):
+class VBPRConfig:
     """VBPR settings; defaults are MMRec's (``configs/overall.yaml``, ``configs/model/VBPR.yaml``)."""
 
-    embed_dim: int = 64  # d, width of the ID part and of the content part (user: 2d) (MMRec embedding_size)
-    lr: float = 1e-3  # Adam learning rate (MMRec learning_rate)
-    reg_weight: float = 1.0  # weight of the embedding-norm loss (MMRec grid value chosen on validation; 2.0 does not learn)
-    batch_size: int = 2048  # training interactions per step (MMRec train_batch_size)
-    patience: int = 20  # validations without a better Recall@20 before stopping, plus one (MMRec stopping_step)
+    embed_dim: PositiveInt = 64  # d, width of the ID part and of the content part (user: 2d) (MMRec embedding_size)
+    lr: PositiveFloat = 1e-3  # Adam learning rate (MMRec learning_rate)
+    reg_weight: NonNegativeFloat = 1.0  # weight of the embedding-norm loss (MMRec grid value chosen on validation; 2.0 does not learn)
+    batch_size: PositiveInt = 2048  # training interactions per step (MMRec train_batch_size)
 
 
+@register("vbpr")
 class VBPR(Model):
-    name = "vbpr"
-    Config = VBPRConfig
-    sampling = "interaction"
+    """BPR whose item vectors are [ID embedding, linear projection of the content features]."""
 
-    def __init__(self, dataset: Dataset, config: VBPRConfig, device: torch.device):
-        super().__init__(dataset, config, device)
-        if not dataset.features:
-            raise DataError("vbpr needs at least one item modality; the dataset has none")
+    Config = VBPRConfig
+    needs_features = True
+    run_defaults = {"patience": 20}  # MMRec stopping_step
+
+    def __init__(self, dataset: Dataset, config: VBPRConfig):
+        super().__init__(dataset, config)
         d = config.embed_dim
         self.modalities = list(dataset.features)
         features = np.concatenate([np.array(dataset.features[m], dtype=np.float32)
@@ -57,8 +58,6 @@ class VBPR(Model):
         self.projection = nn.Linear(features.shape[1], d)  # E, content features -> d
         nn.init.xavier_normal_(self.projection.weight)
         nn.init.zeros_(self.projection.bias)
-        self.to(device)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
 
     def item_representation(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """[ID embedding, projected features] of ``items`` (n,), or of every item: (n, 2d)."""
@@ -67,18 +66,14 @@ class VBPR(Model):
         return torch.cat([self.item_embedding[items], self.projection(self.item_features[items])], dim=1)
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Loss components of one batch (``loss`` first, the one to minimise)."""
-        u = self.user_embedding[batch.users.to(self.device)]
-        p = self.item_representation(batch.pos_items.to(self.device))
-        n = self.item_representation(batch.neg_items.to(self.device))
+        """BPR plus the weighted norms of the batch's user and item vectors."""
+        u = self.user_embedding[batch.users]
+        p = self.item_representation(batch.pos_items)
+        n = self.item_representation(batch.neg_items)
         bpr = bpr_loss((u * p).sum(1), (u * n).sum(1))
         reg = embedding_norm_loss(u, p, n)
         return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        user, item = self.user_embedding.detach(), self.item_representation()
-        return user, item
-
-
-
-__all__ = ["VBPR", "VBPRConfig"]
+        """User embeddings and the items' [ID, content] vectors."""
+        return self.user_embedding.detach(), self.item_representation()

@@ -1,4 +1,4 @@
-"""Training: the shared trainer, sampling, and saved runs."""
+"""Training: the shared trainer, sampling, and the run directory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib
 
 # public name -> module that defines it, imported on first use so that the command line does not
 # pay for torch before a command needs it
-_EXPORTS = {"Run": "run", "load_run": "run", "Trainer": "trainer", "train": "trainer"}
+_EXPORTS = {"Trainer": "trainer", "RunDirectory": "rundir", "BprSampler": "sampler"}
 
 __all__ = sorted(_EXPORTS)
 

@@ -11,6 +11,17 @@ import torch
 from mmssl.models.base import Batch
 
 
+def check_sampling(dataset) -> None:
+    """DataError (naming the dataset) unless BPR triples can be drawn from its training split."""
+    from mmssl.errors import DataError
+
+    try:
+        BprSampler(dataset.matrix("train"), 1, "interaction", torch.Generator())
+    except ValueError as e:
+        where = getattr(dataset, "path", None) or "the dataset"
+        raise DataError(f"{where}: {e}") from None
+
+
 class BprSampler:
     """Draws (user, positive, negative) triples from a training matrix.
 
@@ -50,6 +61,11 @@ class BprSampler:
         self.keys = rows * self.n_items + self.indices
         if len(self.active_users) == 0:
             raise ValueError("the training split has no interactions")
+        full = int((self.degree >= self.n_items).sum())
+        if full:
+            raise ValueError(f"{full} of {len(self.active_users)} users interacted with every one "
+                             f"of the {self.n_items} items in training, so no negative item can "
+                             "be drawn for them (BPR needs at least one unseen item per user)")
 
     def steps_per_epoch(self) -> int:
         n_train = len(self.indices)

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mmssl import bench
 from mmssl.data.dataset import save_dataset
 from mmssl.data.synthetic import planted_dataset
 from mmssl.errors import ConfigError
+from mmssl.experiments import bench, report
 
 
 def test_paired_tests_match_scipy_on_fixed_numbers():
     values = {"a": [0.30, 0.31, 0.29, 0.32, 0.30], "b": [0.28, 0.30, 0.27, 0.29, 0.28],
               "c": [0.30, 0.31, 0.29, 0.32, 0.30]}
-    out = bench.paired_tests(values, best="a")
+    out = report.paired_tests(values, best="a")
     assert out["b"][0] == pytest.approx(stats.ttest_rel(values["b"], values["a"]).pvalue, rel=1e-12)
     assert out["b"][1] == pytest.approx(stats.wilcoxon(values["b"], values["a"]).pvalue, rel=1e-12)
     # by hand: differences mean -0.02, sd 0.00707, t = -6.32 with 4 df: two-sided p = 0.0032
@@ -51,12 +51,12 @@ def test_bench_writes_reports_and_resumes_without_redoing(data_dir, tmp_path, mo
     # An interrupted bench: remove one finished run; only that one is trained again.
     import shutil
 
-    import mmssl.training.trainer as trainer
+    import mmssl.api as api
 
     shutil.rmtree(out / "runs" / "mmssl" / "seed-2")
     calls = []
-    real_train = trainer.train
-    monkeypatch.setattr(trainer, "train", lambda *a, **k: calls.append(a[0]) or real_train(*a, **k))
+    real_fit = api.fit
+    monkeypatch.setattr(api, "fit", lambda *a, **k: calls.append(a[0]) or real_fit(*a, **k))
     capsys.readouterr()
     again = bench.run_bench(data_dir, ["pop", "mmssl"], [1, 2], out, overrides=sets)
     assert calls == ["mmssl"]
@@ -69,20 +69,18 @@ def test_bench_writes_reports_and_resumes_without_redoing(data_dir, tmp_path, mo
                                                                    "threads=1"])
 
 
-def test_search_chooses_on_validation_only(data_dir, tmp_path, monkeypatch):
+def test_search_chooses_on_validation_only(tmp_path):
     """The chosen setting is the one with the best validation score, whatever test says."""
-    import mmssl.training.trainer as trainer
+    from mmssl.experiments.search import search
 
     fake = {0.1: (0.5, 0.1), 0.2: (0.7, 0.0), 0.3: (0.6, 0.9)}  # lr -> (valid, test)
 
-    def fake_train(model, data, out, overrides=None, **_):
-        lr = next(float(s.split("=")[1]) for s in overrides if s.startswith("lr="))
+    def fake_trial(model, trial_dir, sets):
+        lr = next(float(s.split("=")[1]) for s in sets if s.startswith("lr="))
         valid, test = fake[lr]
         return {"valid": {"recall@20": valid}, "test": {"recall@20": test}}
 
-    monkeypatch.setattr(trainer, "train", fake_train)
-    chosen = bench.search(data_dir, ["bpr"], 1, tmp_path, {"bpr": {"lr": [0.1, 0.2, 0.3]}},
-                          {"bpr": []})
+    chosen = search(["bpr"], tmp_path, {"bpr": {"lr": [0.1, 0.2, 0.3]}}, fake_trial)
     assert chosen == {"bpr": {"lr": 0.2}}
     assert (tmp_path / "chosen.yaml").exists()
     assert np.isclose(fake[chosen["bpr"]["lr"]][0], 0.7)
@@ -92,20 +90,23 @@ def test_example_grid_names_real_settings():
     """Every key and value of examples/grid.yaml builds a valid config of its model."""
     from pathlib import Path
 
-    from mmssl.config import read_yaml
-    from mmssl.training.trainer import make_config
+    from mmssl.config import config_to_dict, read_yaml, resolve
+    from mmssl.models import get_model_class
 
-    space = read_yaml(Path(__file__).parents[1] / "examples" / "grid.yaml")
+    space = read_yaml(Path(__file__).parents[2] / "examples" / "grid.yaml")
     models = [k for k in space if k not in ("search", "trials", "seed")]
     assert models
     for model in models:
+        cls = get_model_class(model)
         for key, values in space[model].items():
             for value in values:
-                assert getattr(make_config(model, {key: value}), key) == value
+                settings = resolve(model, cls.Config, overrides={key: value})
+                merged = {**config_to_dict(settings.run), **config_to_dict(settings.params)}
+                assert merged[key] == value
 
 
 def test_paired_tests_pair_by_seed_when_models_have_different_seeds():
     values = {"a": {1: 0.30, 2: 0.31, 3: 0.29}, "b": {2: 0.30, 3: 0.27, 4: 0.5}, "c": {1: 0.2}}
-    out = bench.paired_tests(values, best="a")
+    out = report.paired_tests(values, best="a")
     assert out["b"][0] == pytest.approx(stats.ttest_rel([0.30, 0.27], [0.31, 0.29]).pvalue, rel=1e-12)
     assert math.isnan(out["c"][0])  # one common seed: no test

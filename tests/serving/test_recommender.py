@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmssl import api
+from mmssl.api import train
 from mmssl.cli import main
 from mmssl.data.dataset import load_dataset, save_dataset
 from mmssl.data.synthetic import planted_dataset
 from mmssl.errors import DataError
-from mmssl.recommender import FILE_NAME, Recommender
-from mmssl.training.run import load_run
-from mmssl.training.trainer import train
+from mmssl.serving.recommender import FILE_NAME, Recommender
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def torch_top_k(run, users, k):
 
 def test_saved_recommender_equals_the_models_ranking(run_dir):
     assert (run_dir / FILE_NAME).exists()
-    run, saved = load_run(run_dir), Recommender.load(run_dir)
+    run, saved = api.load(run_dir), Recommender.load(run_dir)
     users = list(run.dataset.user_ids[:25])
     top = torch_top_k(run, users, 10)
     for r, rec in enumerate(saved.recommend(users, k=10)):
@@ -55,11 +55,10 @@ def test_saved_recommender_equals_the_models_ranking(run_dir):
 
 @pytest.mark.parametrize("model", ["pop", "itemknn-cbf"])
 def test_factors_of_non_learned_models(model, data_dir):
-    from mmssl.models import get_model_class
-    from mmssl.training.trainer import build_model
+    from mmssl.models import create_model, get_model_class
 
     ds = load_dataset(data_dir)
-    m = build_model(model, ds, get_model_class(model).Config(threads=1))
+    m = create_model(model, ds, get_model_class(model).Config())
     scores = m.scorer()(torch.arange(ds.n_users))
     train = ds.matrix("train")
     if model == "pop":
@@ -80,7 +79,7 @@ def test_k_beyond_unseen_items_and_bad_k(run_dir):
     recs = saved.recommend([user], k=10_000)
     assert len(recs[0].items) == n_unseen and np.isfinite(recs[0].scores).all()
     assert len(saved.recommend([user], k=5, exclude_seen=False)[0].items) == 5
-    with pytest.raises(DataError, match="k must be at least 1"):
+    with pytest.raises(DataError, match="k must be a whole number of at least 1"):
         saved.recommend([user], k=0)
     with pytest.raises(DataError, match="unknown user id 'nobody'"):
         saved.recommend(["nobody"])

@@ -1,0 +1,74 @@
+"""The ``mmssl`` command: a thin layer over the Python API.
+
+Each group of sub-commands adds itself through a ``register(subparsers)`` function; the groups
+are imported in the order ``--help`` lists them. Errors mmssl raises on purpose, and failed
+writes, become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mmssl.errors import MmsslError
+
+# Modules that contribute sub-commands, in the order they appear in --help.
+COMMAND_MODULES = (
+    "mmssl.data.commands",
+    "mmssl.features.commands",
+    "mmssl.cli.train",
+    "mmssl.experiments.bench",
+    "mmssl.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every installed command group."""
+    from mmssl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mmssl",
+        description="Multimodal recommendation: data, features, training, evaluation, "
+                    "recommendation and benchmarks.")
+    parser.add_argument("--version", action="version", version=f"mmssl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if name == e.name or name.startswith(f"{e.name}."):  # a group not installed
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MmsslError as e:
+        print(f"mmssl: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that could not be read or written: name it
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"mmssl: error: {where}{e.strerror or _one_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("mmssl: error: out of memory (try a smaller batch_size or eval_batch_size)",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmssl: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""MMSSL: Multi-Modal Self-Supervised Learning for Recommendation.
+
+Wei, Huang, Xia, Zhang. WWW 2023 (arXiv 2302.10632). The method as the method page specifies it
+(the authors' public code, step by step), in two variants:
+
+* ``official`` reproduces the public code, quirks included: keys built from the queries and an
+  attention block that is a no-op (it reduces to a linear map of each modality's view), a
+  discriminator whose LeakyReLU has slope 1, structure-learning graphs rebuilt from an empty
+  buffer (empty from the third step on; k = floor(I * 1e-4)), an unstepped learning-rate
+  schedule, and users drawn with replacement when the batch exceeds them. Its figures are
+  the authors' under their evaluation, ``--set protocol=mmssl``.
+* ``paper`` runs the method as the paper describes it. Each fix is its own setting, so any one
+  can be switched alone (``--set attention_mixing=false`` etc.).
+
+Symbols in comments follow the method page: U users, I items, M modalities, d embedding size,
+R the training matrix, A_ui = D_u^{-1/2} R, A_iu = D_i^{-1/2} R^T, G_m the modality graphs.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmssl.data.dataset import Dataset
+from mmssl.models.base import Batch, Model, Optimizers, module_key
+from mmssl.models.losses import log_sigmoid_bpr
+from mmssl.models.mmssl.config import MMSSLConfig, resolve_config
+from mmssl.models.mmssl.discriminator import Discriminator, fake_hidden
+from mmssl.models.mmssl.structure import ModalityGraphs, row_normalised, topk_edges
+from mmssl.models.registry import register
+
+
+@register("mmssl")
+class MMSSL(Model):
+    """Modality-aware user preferences from adversarial structure learning and cross-modal
+    contrastive learning, on top of a graph recommender."""
+
+    Config = MMSSLConfig
+    needs_features = True
+    sampling = "user"
+
+    def __init__(self, dataset: Dataset, config: MMSSLConfig):
+        config = resolve_config(config)
+        super().__init__(dataset, config)
+        d, n_users, n_items = config.embed_dim, dataset.n_users, dataset.n_items
+        self.modalities = list(dataset.features)
+        self.bf16 = config.precision == "bf16"
+
+        train = dataset.matrix("train").tocoo()
+        self.train_csr = dataset.matrix("train")
+        self.A_ui = row_normalised(train.row, train.col, (n_users, n_items))
+        self.A_iu = row_normalised(train.col, train.row, (n_items, n_users))
+        for j, m in enumerate(self.modalities):  # not saved in checkpoints: from the dataset
+            f = torch.from_numpy(np.array(dataset.features[m], dtype=np.float32))
+            self.register_buffer(f"features_{j}", f, persistent=False)
+
+        self.encoders = nn.ModuleDict({module_key(m): nn.Linear(dataset.features[m].shape[1], d)
+                                       for m in self.modalities})
+        for enc in self.encoders.values():
+            nn.init.xavier_uniform_(enc.weight)
+        self.dropout = nn.Dropout(config.feature_dropout)
+        self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, d)))
+        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, d)))
+        self.w_q = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, d)))
+        self.w_k = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, d)))
+        self.w_cat = nn.Parameter(nn.init.xavier_uniform_(torch.empty(config.n_heads * d, d)))
+        self.discriminator = Discriminator(n_items, config.leaky_slope, config.d_dropout1,
+                                           config.d_dropout2, config.d_output_scale)
+        self.structure = ModalityGraphs(self.modalities, n_users, n_items)
+        self.k = max(config.graph_topk_min, math.floor(n_items * config.topk_rate))
+        self._step = 0  # steps into the current epoch (the official graph rule counts them)
+
+    @property
+    def users_with_replacement(self) -> bool:
+        """Draw users with replacement when the batch exceeds them (the public code)."""
+        return bool(self.config.sample_users_with_replacement)
+
+    # ----------------------------------------------------------------- forward
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Cross-modal multi-head self-attention over modality views.
+
+        Args: x: (M, N, d) one view per modality. Returns (M, N, d).
+        """
+        cfg, (n_mod, n, d) = self.config, x.shape
+        h, dh = cfg.n_heads, d // cfg.n_heads
+        q = (x @ self.w_q).reshape(n_mod, n, h, dh).permute(2, 0, 1, 3)  # (H, M, N, dh)
+        k = q if cfg.attention_keys == "queries" else (x @ self.w_k).reshape(n_mod, n, h, dh).permute(2, 0, 1, 3)
+        # att[h, m, m', n]: modality m attending to m', normalised over m'.
+        att = torch.softmax(torch.einsum("hmnd,hknd->hmkn", q, k) / math.sqrt(dh), dim=2)
+        if cfg.attention_mixing:
+            z = torch.einsum("hmkn,knd->hmnd", att, x)  # values of every modality m', weighted
+        else:
+            # The code broadcasts V along the query axis: each modality keeps its own value,
+            # scaled by a softmax that sums to one (departure 8).
+            z = att.sum(dim=2).unsqueeze(-1) * x.unsqueeze(0)
+        z = z.permute(1, 2, 0, 3).reshape(n_mod, n, h * d)  # heads concatenated
+        return z @ self.w_cat
+
+    def modality_graph(self, m: str):
+        """(G_m user side, item side), or None when G_m has no edges."""
+        return self.structure.graph(m, (self.A_ui, self.A_iu), self.device)
+
+    def forward(self) -> dict[str, Any]:
+        """Full propagation.
+
+        Returns a dict with ``user`` (U, d) and ``item`` (I, d): the final u*, i*;
+        ``user_modal``/``item_modal``: lists of (U, d)/(I, d) modality views u_m, i_m;
+        ``user_graph``: list of (U, d) modality-aware ID views s_m.
+        """
+        cfg = self.config
+        user_modal, item_modal, s_views, t_views = [], [], [], []
+        for j, m in enumerate(self.modalities):
+            h = self.dropout(self.encoders[module_key(m)](getattr(self, f"features_{j}")))
+            u_m = self.A_ui @ h
+            user_modal.append(u_m)
+            item_modal.append(self.A_iu @ u_m)
+            graph = self.modality_graph(m)
+            if graph is None:  # an empty G_m propagates nothing
+                s_views.append(torch.zeros_like(self.user_embedding))
+                t_views.append(torch.zeros_like(self.item_embedding))
+            else:
+                s_views.append(graph[0] @ self.item_embedding)
+                t_views.append(graph[1] @ self.user_embedding)
+        fused_user = self.attention(torch.stack(s_views)).mean(0)
+        fused_item = self.attention(torch.stack(t_views)).mean(0)
+        u = self.user_embedding + cfg.id_fusion_rate * F.normalize(fused_user, dim=1)
+        i = self.item_embedding + cfg.id_fusion_rate * F.normalize(fused_item, dim=1)
+        users, items = [u], [i]
+        for layer in range(cfg.n_layers):
+            u = self.A_ui @ i
+            if layer == cfg.n_layers - 1:
+                u = torch.softmax(u, dim=1)
+            i = self.A_iu @ u
+            if layer == cfg.n_layers - 1:
+                i = torch.softmax(i, dim=1)
+            users.append(u)
+            items.append(i)
+        u = torch.stack(users).mean(0) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in user_modal)
+        i = torch.stack(items).mean(0) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in item_modal)
+        return {"user": u, "item": i, "user_modal": user_modal, "item_modal": item_modal,
+                "user_graph": s_views}
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final u* and i*."""
+        out = self.forward()
+        return out["user"], out["item"]
+
+    # ---------------------------------------------------------------- training
+    def configure_optimizers(self) -> Optimizers:
+        """AdamW for the recommender, Adam for the critic (the authors' settings)."""
+        cfg = self.config
+        recommender = [p for n, p in self.named_parameters() if not n.startswith("discriminator.")]
+        return {
+            "recommender": torch.optim.AdamW(recommender, lr=cfg.lr, weight_decay=cfg.weight_decay),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=cfg.d_lr,
+                                              betas=tuple(cfg.d_betas)),
+        }
+
+    def configure_schedulers(self, optimizers: Optimizers) -> dict[str, Any]:
+        """lr * decay ** (epoch / decay_epochs), stepped only where ``step_lr_schedule`` (the
+        public code builds it and never steps it, departure 9)."""
+        cfg = self.config
+        if not cfg.step_lr_schedule:
+            return {}
+        return {"lr": torch.optim.lr_scheduler.LambdaLR(
+            optimizers["recommender"], lambda epoch: cfg.lr_decay ** (epoch / cfg.lr_decay_epochs))}
+
+    def _autocast(self):
+        if not self.bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _observed(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """R[users]: dense 0/1 rows (B, I) and the (batch row, item) index pairs of their ones."""
+        rows, cols = self._observed_pairs(users)
+        dense = torch.zeros(len(users), self.n_items, device=self.device)
+        dense[rows, cols] = 1.0
+        return dense, rows, cols
+
+    def _observed_pairs(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (batch row, item) pairs of R[users]'s ones, int64 on the model's device."""
+        sub = self.train_csr[users.cpu().numpy()].tocoo()
+        return (torch.from_numpy(sub.row).long().to(self.device),
+                torch.from_numpy(sub.col).long().to(self.device))
+
+    def preference_rows(self, users: torch.Tensor, user: torch.Tensor, item: torch.Tensor,
+                        observed: torch.Tensor) -> torch.Tensor:
+        """sim(users; P, Q) = l2norm((P[users] Q^T) * (1 - R[users])), (B, I)."""
+        with self._autocast():
+            scores = user[users] @ item.T
+        return F.normalize(scores.float() * (1.0 - observed), dim=1)
+
+    def fake_hidden(self, p, q, rows, cols, weight) -> torch.Tensor:
+        """First-layer products of fake rows (see :func:`discriminator.fake_hidden`)."""
+        return fake_hidden(p, q, rows, cols, weight)
+
+    def discriminator_loss(self, real: torch.Tensor, fake_hidden: torch.Tensor,
+                           alpha: torch.Tensor | None = None) -> torch.Tensor:
+        """WGAN-GP critic loss -mean D(real) + mean D(fake) + w * GP.
+
+        Args:
+            real: (B, I) real rows; the critic sees them once per modality.
+            fake_hidden: (M * B, I/4) first-layer products of the fake rows (``fake_hidden``).
+            alpha: (M * B, 1) interpolation weights; drawn uniformly when None.
+        """
+        cfg, critic = self.config, self.discriminator
+        weight = critic.input.weight
+        with self._autocast():
+            h_real = F.linear(real, weight)
+        h_real = h_real.to(fake_hidden.dtype).repeat(len(self.modalities), 1)
+        return critic.wgan_gp_loss(h_real, fake_hidden, weight @ weight.T, cfg.gp_lambda,
+                                   cfg.gp_weight, alpha)
+
+    def contrastive_loss(self, view: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """InfoNCE between a modality view and the final embedding of the same users, (B, d) each."""
+        z1, z2 = F.normalize(view, dim=1), F.normalize(anchor, dim=1)
+        tau = self.config.cl_temperature
+        refl = torch.exp(z1 @ z1.T / tau)
+        between = torch.exp(z1 @ z2.T / tau)
+        denom = refl.sum(1) + between.sum(1) - refl.diagonal()
+        return -torch.log(between.diagonal() / denom + 1e-8).mean()
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Steps are counted per epoch (the official graph rule)."""
+        self._step = 0
+
+    def training_step(self, batch: Batch, optimizers: Optimizers) -> dict[str, float]:
+        """One critic update (WGAN-GP) and one recommender update, from one forward pass."""
+        cfg = self.config
+        users, pos, neg = batch.users, batch.pos_items, batch.neg_items
+        out = self.forward()  # one forward serves both players: D's update changes no model weight
+        observed, obs_rows, obs_cols = self._observed(users)
+        views = [(u_m[users], i_m) for u_m, i_m in zip(out["user_modal"], out["item_modal"])]
+
+        # Real rows: noisy observed rows plus the model's own preferences.
+        with torch.no_grad():
+            gumbel = -torch.log(-torch.log(torch.rand_like(observed) + 1e-8) + 1e-8)
+            real = torch.softmax(observed + (cfg.gumbel_scale / cfg.real_tau) * gumbel, dim=1)
+            real = real + cfg.real_pref_scale * self.preference_rows(users, out["user"].detach(),
+                                                                     out["item"].detach(), observed)
+            real = F.normalize(real, dim=1)
+
+        # Discriminator step (WGAN-GP); fake rows are each modality's preferences, detached.
+        weight = self.discriminator.input.weight
+        fake = torch.cat([fake_hidden(p.detach(), q.detach(), obs_rows, obs_cols, weight)
+                          for p, q in views])
+        d_loss = self.discriminator_loss(real, fake)
+        d_optimizer = optimizers["discriminator"]
+        d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_optimizer.step()
+
+        # Recommender (generator) step.
+        u, i = out["user"], out["item"]
+        u_b, p_b, n_b = u[users], i[pos], i[neg]
+        bpr = log_sigmoid_bpr((u_b * p_b).sum(1), (u_b * n_b).sum(1))
+        emb_reg = cfg.emb_reg * (u_b.square().sum() + p_b.square().sum() + n_b.square().sum()) / (2 * cfg.batch_size)
+        feat_reg = cfg.feat_reg * sum(x.square().sum() for x in out["item_modal"] + out["user_modal"]) / (2 * self.n_items)
+        cl = sum(self.contrastive_loss(s[users], u_b) for s in out["user_graph"])
+        self.discriminator.requires_grad_(False)  # gradients flow to the rows, not to D
+        weight = weight.detach()
+        hidden = torch.cat([fake_hidden(p, q, obs_rows, obs_cols, weight) for p, q in views])
+        adv = -self.discriminator.from_hidden(hidden + self.discriminator.input.bias).mean()
+        self.discriminator.requires_grad_(True)
+        loss = bpr + emb_reg + feat_reg + cfg.cl_weight * cl + cfg.adv_weight * adv
+        optimizer = optimizers["recommender"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        if cfg.graph_mode == "official":
+            self._official_graph_step(self._step, users, out, observed)
+        self._step += 1
+        return {"loss": loss.item(), "bpr": bpr.item(), "cl": float(cl.detach()), "adv": adv.item(),
+                "d_loss": d_loss.item()}
+
+    def _official_graph_step(self, step: int, users: torch.Tensor, out: dict[str, Any],
+                             observed: torch.Tensor) -> None:
+        """The code's rule: every T steps rebuild G_m from the edges gathered since the last
+        rebuild; on the other steps gather each batch user's top-k items (departure 4)."""
+        if step % self.config.graph_refresh_steps == 0 and step != 0:
+            self.structure.rebuild_from_pending()
+        elif self.k > 0:
+            with torch.no_grad():
+                for j, m in enumerate(self.modalities):
+                    block = self.preference_rows(users, out["user_modal"][j].detach(),
+                                                 out["item_modal"][j].detach(), observed)
+                    self.structure.pending[m].append(topk_edges(users, block, self.k))
+
+    def refresh_graphs(self, batch_size: int = 1024) -> None:
+        """Rebuild every G_m from all users' top-k items under sim(u_m, i_m) (refresh mode)."""
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            out = self.forward()
+            for j, m in enumerate(self.modalities):
+                rows, cols = [], []
+                for start in range(0, self.n_users, batch_size):
+                    users = torch.arange(start, min(start + batch_size, self.n_users), device=self.device)
+                    block = self.preference_rows(users, out["user_modal"][j], out["item_modal"][j],
+                                                 self._observed(users)[0])
+                    r, c = topk_edges(users, block, self.k)
+                    rows.append(r)
+                    cols.append(c)
+                self.structure.set(m, np.concatenate(rows), np.concatenate(cols))
+        self.train(was_training)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Refresh mode rebuilds every user's G_m every ``graph_refresh_epochs`` epochs."""
+        cfg = self.config
+        if cfg.graph_mode == "refresh" and (epoch + 1) % cfg.graph_refresh_epochs == 0:
+            self.refresh_graphs()
+
+    # ------------------------------------------------------------- checkpoints
+    def extra_state(self) -> dict[str, Any]:
+        """The modality graphs and the edges gathered for the next official rebuild."""
+        return self.structure.state()
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the modality graphs (a pre-0.2 checkpoint's ``scheduler`` entry is read by
+        the trainer)."""
+        self.structure.load(state)
+
+
+__all__ = ["MMSSL"]

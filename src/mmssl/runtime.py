@@ -1,0 +1,66 @@
+"""Process settings a run fixes before it builds a model: threads, random seeds, the device."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from mmssl.errors import ConfigError
+
+
+def set_threads(threads: int) -> None:
+    """torch intra-op threads on CPU; 0 keeps torch's default."""
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (every device)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str):
+    """``auto`` -> CUDA if available, else MPS, else CPU; other names checked for availability."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {name!r} requested but only {torch.cuda.device_count()} "
+                          "CUDA devices are visible")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise ConfigError(f"device: {name!r} requested but MPS is not available")
+    return device
+
+
+def peak_memory_mb() -> int | None:
+    """Peak resident memory of this process so far, in MB (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
+
+
+__all__ = ["peak_memory_mb", "resolve_device", "seed_everything", "set_threads"]

@@ -11,7 +11,7 @@ from mmssl.errors import MmsslError
 
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
-    "mmssl.data.commands",
+    "mmssl.datasets.commands",  # the data group: mmssl.data.commands plus prepare
     "mmssl.training.commands",
     "mmssl.bench",
     "mmssl.features.commands",

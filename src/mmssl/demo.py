@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mmssl.data import registry
     from mmssl.data.dataset import load_dataset
+    from mmssl.datasets import registry
     from mmssl.training.run import load_run
     from mmssl.training.trainer import train
 

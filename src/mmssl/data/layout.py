@@ -194,7 +194,7 @@ def _read_interactions(
             raise DataError(f"{path}: missing column {col!r}")
     users = _index_column(df["user"], path, "user", n_users, "user_ids.txt")
     items = _index_column(df["item"], path, "item", n_items, "item_ids.txt")
-    codes = pd.Categorical(df["split"], categories=list(SPLITS)).codes
+    codes = pd.Index(SPLITS).get_indexer(df["split"])  # -1: not a split name
     if (codes < 0).any():
         line = int(np.argmax(codes < 0)) + 2
         value = df["split"].iloc[line - 2]

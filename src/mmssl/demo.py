@@ -37,8 +37,8 @@ def run_demo(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from mmssl import api
-    from mmssl.data import registry
     from mmssl.data.dataset import load_dataset
+    from mmssl.datasets import registry
 
     t0 = time.perf_counter()
     data = Path(args.data)

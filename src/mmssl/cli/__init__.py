@@ -15,7 +15,7 @@ from mmssl.errors import MmsslError
 
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
-    "mmssl.data.commands",
+    "mmssl.datasets.commands",
     "mmssl.features.commands",
     "mmssl.cli.train",
     "mmssl.experiments.bench",

@@ -1,36 +1,66 @@
-"""``mmssl data``: import, export, inspect and prepare datasets.
+"""``mmssl data``: import, export and inspect datasets.
 
     mmssl data import --format {mmssl,mmrec,recbole,csv} SRC DEST [--split SPEC] [--seed N] ...
     mmssl data export --format {mmssl,mmrec} DIR DEST [--overwrite]
     mmssl data stats DIR [--json]
-    mmssl data prepare NAME DEST [--source DIR] [--overwrite]
 
 DEST of ``import`` and DIR of ``export`` / ``stats`` are dataset directories in mmssl's own layout
-(``mmssl.data.dataset.save_dataset``).
+(:mod:`mmssl.data.layout`). ``mmssl data prepare`` (well-known datasets, which need feature
+extraction) is added to this group by :mod:`mmssl.datasets.commands`, which sits above both.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-from pathlib import Path
 
 from mmssl.data.dataset import Dataset, load_dataset, save_dataset
 from mmssl.data.formats import EXPORT_FORMATS, IMPORT_FORMATS, export_dataset, import_dataset
+from mmssl.data.layout import check_destination
+from mmssl.data.pipeline import ImportOptions
 from mmssl.data.splits import DEFAULT_SEED
 from mmssl.errors import DataError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``data`` command group to the top-level ``mmssl`` parser."""
+def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add the ``data`` command group to the top-level ``mmssl`` parser; returns its actions
+    (the sub-parsers of ``mmssl data``) so that a module above can add more."""
     data = subparsers.add_parser(
         "data",
         help="import, export, inspect and prepare datasets",
         description="Import, export, inspect and prepare datasets.",
     )
     actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    _add_import(actions)
 
+    exp = actions.add_parser(
+        "export",
+        help="write a dataset directory in another layout",
+        description="Write the dataset directory DIR in --format to DEST (atomically).",
+    )
+    exp.add_argument(
+        "--format",
+        required=True,
+        metavar="{" + ",".join(EXPORT_FORMATS) + "}",
+        help="layout to write (required)",
+    )
+    exp.add_argument("dir", metavar="DIR", help="dataset directory")
+    exp.add_argument("dest", metavar="DEST", help="directory to create")
+    exp.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    exp.set_defaults(func=_cmd_export)
+
+    stats = actions.add_parser(
+        "stats",
+        help="counts, density, modalities, cold start",
+        description="Print the counts of the dataset directory DIR.",
+    )
+    stats.add_argument("dir", metavar="DIR", help="dataset directory")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.set_defaults(func=_cmd_stats)
+    return actions
+
+
+def _add_import(actions: argparse._SubParsersAction) -> None:
     imp = actions.add_parser(
         "import",
         help="read another layout into a dataset directory",
@@ -41,14 +71,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--format",
         required=True,
         metavar="{" + ",".join(IMPORT_FORMATS) + "}",
-        help="layout of SRC",
+        help="layout of SRC (required)",
     )
     imp.add_argument("src", metavar="SRC", help="source directory (or file for csv)")
     imp.add_argument("dest", metavar="DEST", help="dataset directory to create")
     imp.add_argument(
         "--split",
         metavar="SPEC",
-        help="random:8:1:1, user-time:8:1:1 or global-time:T1:T2 (unsplit sources)",
+        help="random:8:1:1, user-time:8:1:1 or global-time:T1:T2 for unsplit sources "
+        "(default: the source's own split)",
     )
     imp.add_argument(
         "--seed",
@@ -60,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--kcore",
         type=int,
         metavar="K",
-        help="keep the K-core: users and items with >= K interactions",
+        help="keep the K-core: users and items with >= K interactions (default: no filter)",
     )
     imp.add_argument(
         "--dedup",
@@ -72,74 +103,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--feature",
         action="append",
         metavar="NAME=PATH",
-        help="item features: .npy in item order or a table with an item-id column",
+        help="item features: .npy in item order or a table with an item-id column; repeatable "
+        "(default for mmssl and mmrec: every *_feat.npy of SRC)",
     )
     imp.add_argument(
         "--feature-id-col",
         default="item_id",
         help="item-id column of feature tables (default item_id)",
     )
-    imp.add_argument("--user-col", help="user id column")
-    imp.add_argument("--item-col", help="item id column")
-    imp.add_argument("--rating-col", help="rating column (for --threshold)")
-    imp.add_argument("--threshold", type=float, help="keep interactions with rating >= this")
-    imp.add_argument("--time-col", help="timestamp column (numbers or dates)")
-    imp.add_argument("--split-col", help="column with train/valid/test or 0/1/2")
-    imp.add_argument("--name", help="NAME of NAME.inter (mmrec, recbole)")
+    imp.add_argument(
+        "--user-col", help="user id column (default: userID for mmrec, user_id otherwise)"
+    )
+    imp.add_argument(
+        "--item-col", help="item id column (default: itemID for mmrec, item_id otherwise)"
+    )
+    imp.add_argument(
+        "--rating-col",
+        help="rating column, for --threshold (default: rating for mmrec and recbole, if present)",
+    )
+    imp.add_argument(
+        "--threshold", type=float, help="keep interactions with rating >= this (default: all)"
+    )
+    imp.add_argument(
+        "--time-col",
+        help="timestamp column, numbers or dates (default: timestamp for mmrec and recbole, "
+        "if present)",
+    )
+    imp.add_argument(
+        "--split-col",
+        help="column with train/valid/test or 0/1/2 (default: x_label for mmrec, none otherwise)",
+    )
+    imp.add_argument(
+        "--name", help="NAME of NAME.inter for mmrec and recbole (default: the only one)"
+    )
     imp.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     imp.set_defaults(func=_cmd_import)
-
-    exp = actions.add_parser(
-        "export",
-        help="write a dataset directory in another layout",
-        description="Write the dataset directory DIR in --format to DEST (atomically).",
-    )
-    exp.add_argument("--format", required=True, metavar="{" + ",".join(EXPORT_FORMATS) + "}")
-    exp.add_argument("dir", metavar="DIR", help="dataset directory")
-    exp.add_argument("dest", metavar="DEST", help="directory to create")
-    exp.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
-    exp.set_defaults(func=_cmd_export)
-
-    stats = actions.add_parser("stats", help="counts, density, modalities, cold start")
-    stats.add_argument("dir", metavar="DIR", help="dataset directory")
-    stats.add_argument("--json", action="store_true", help="print JSON")
-    stats.set_defaults(func=_cmd_stats)
-
-    prep = actions.add_parser("prepare", help="build a named dataset from its sources")
-    prep.add_argument("name", metavar="NAME", help="dataset name")
-    prep.add_argument("dest", metavar="DEST", help="dataset directory to create")
-    prep.add_argument("--source", metavar="DIR", help="directory holding the source files")
-    prep.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
-    prep.set_defaults(func=_cmd_prepare)
 
 
 # ------------------------------------------------------------------------ handlers
 def _cmd_import(args: argparse.Namespace) -> int:
     if args.format not in IMPORT_FORMATS:
         raise DataError(f"unknown format {args.format!r} (known: {', '.join(IMPORT_FORMATS)})")
-    dest = Path(args.dest)
-    if dest.exists() and not args.overwrite:
-        raise DataError(f"{dest}: destination exists (use --overwrite to replace it)")
-    ds = import_dataset(
-        args.format,
-        args.src,
-        split=args.split,
-        seed=args.seed,
-        kcore=args.kcore,
-        dedup=args.dedup,
-        features=args.feature,
-        feature_id_col=args.feature_id_col,
-        user_col=args.user_col,
-        item_col=args.item_col,
-        rating_col=args.rating_col,
-        time_col=args.time_col,
-        split_col=args.split_col,
-        threshold=args.threshold,
-        name=args.name,
-    )
+    dest = check_destination(args.dest, args.overwrite)
+    ds = import_dataset(args.format, args.src, ImportOptions.from_args(args))
     save_dataset(ds, dest, overwrite=args.overwrite)
     print(f"imported {args.format} {args.src} -> {dest}")
-    print(_summary(ds))
+    print(summary(ds))
     for note in ds.info.get("notes", []):
         print(f"  note: {note}")
     return 0
@@ -150,13 +159,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise DataError(
             f"unknown export format {args.format!r} (known: {', '.join(EXPORT_FORMATS)})"
         )
-    dest = Path(args.dest)
-    if dest.exists() and not args.overwrite:
-        raise DataError(f"{dest}: destination exists (use --overwrite to replace it)")
+    dest = check_destination(args.dest, args.overwrite, what="export")
     ds = load_dataset(args.dir)
     export_dataset(ds, args.format, dest, overwrite=args.overwrite)
     print(f"exported {args.dir} -> {dest} ({args.format})")
-    print(_summary(ds))
+    print(summary(ds))
     return 0
 
 
@@ -169,21 +176,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_prepare(args: argparse.Namespace) -> int:
-    try:
-        registry = importlib.import_module("mmssl.data.registry")
-    except ModuleNotFoundError as e:
-        if e.name != "mmssl.data.registry":
-            raise
-        raise DataError(
-            "data prepare is unavailable: mmssl.data.registry is not installed"
-        ) from None
-    registry.prepare(args.name, args.dest, source=args.source, overwrite=args.overwrite)
-    return 0
-
-
 # ------------------------------------------------------------------------ printing
-def _summary(ds: Dataset) -> str:
+def summary(ds: Dataset) -> str:
+    """Three indented lines: counts per split, modalities, split protocol."""
     sizes = ", ".join(f"{s} {ds.split_size(s)}" for s in ("train", "valid", "test"))
     mods = ", ".join(f"{n} ({d})" for n, d in ds.modalities.items()) or "none"
     lines = [

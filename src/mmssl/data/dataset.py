@@ -1,21 +1,13 @@
-"""The in-memory dataset and its one canonical on-disk layout.
+"""The in-memory dataset: interactions with their split, item modalities and id maps.
 
-Layout of a dataset directory (written by ``save_dataset``, read by ``load_dataset``)::
-
-    dataset.json        counts, modalities and dims, split protocol and seed, checksums
-    interactions.tsv    header ``user  item  split  [timestamp]``; indices, split in {train,valid,test}
-    user_ids.txt        original user id of index 0, 1, ... (one per line)
-    item_ids.txt        original item id of index 0, 1, ...
-    features/NAME.npy   float32 (n_items, dim), one row per item in index order
+Its one on-disk layout is written by :func:`save_dataset` and read by :func:`load_dataset`
+(both in :mod:`mmssl.data.layout`, re-exported here).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +18,11 @@ import scipy.sparse as sp
 from mmssl.errors import DataError
 
 SPLITS = ("train", "valid", "test")
-FORMAT_VERSION = 1
+MODALITY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_MODALITY_NAME = 64
 
 
-@dataclass
+@dataclass(repr=False)
 class Dataset:
     """Interactions with their split, item modalities and id maps.
 
@@ -41,6 +34,11 @@ class Dataset:
         features: modality name -> float32 (n_items, dim).
         timestamps: optional float64 (n_interactions,).
         info: provenance: ``source``, ``split`` protocol, ``seed``, notes from the importer.
+        item_table: optional DataFrame of strings about the items (titles, ...): an ``item_id``
+            column equal to ``item_ids`` (one row per item, in index order) and any others;
+            saved as ``items.tsv``.
+        path: the directory the dataset was loaded from or saved to; None in memory. Not
+            compared, not shown.
     """
 
     users: np.ndarray
@@ -51,6 +49,8 @@ class Dataset:
     features: dict[str, np.ndarray] = field(default_factory=dict)
     timestamps: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    item_table: pd.DataFrame | None = field(default=None, compare=False)
+    path: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.users = np.asarray(self.users, dtype=np.int64)
@@ -61,15 +61,67 @@ class Dataset:
         self._matrices: dict[str, sp.csr_matrix] = {}
         self._user_index: dict[str, int] | None = None
         self._item_index: dict[str, int] | None = None
-        self.validate()
+        self.validate(str(self.path) if self.path is not None else "dataset")
+
+    @classmethod
+    def from_frame(
+        cls,
+        interactions: pd.DataFrame,
+        features: dict | None = None,
+        items: pd.DataFrame | None = None,
+        split: str | None = None,
+        seed: int = 2022,
+        user_col: str = "user_id",
+        item_col: str = "item_id",
+        time_col: str | None = None,
+        split_col: str | None = None,
+        rating_col: str | None = None,
+        threshold: float | None = None,
+        kcore: int | None = None,
+        dedup: str = "first",
+    ) -> Dataset:
+        """A dataset from a DataFrame of interactions, through the importers' pipeline.
+
+        It is ``mmssl data import --format csv`` fed from memory: original ids (any hashable)
+        become stripped strings, re-indexed in ascending original-id order (numeric when every
+        id is an integer), then the rating threshold, de-duplication, k-core, split and checks.
+
+        Args:
+            interactions: one row per interaction with ``user_col`` and ``item_col`` (and
+                ``time_col``, ``split_col``, ``rating_col`` when named).
+            features: modality name -> one of
+                - a DataFrame with an ``item_col`` column and numeric columns (the vector);
+                  items without a row get zeros, rows of unknown items are ignored (both noted);
+                - ``(ids, array)``: item ids and a float (len(ids), dim) array, the same keyed by id;
+                - an array (n_distinct_items, dim) whose rows follow the sorted distinct item ids
+                  of ``interactions`` (the order above), before any filtering.
+            items: optional DataFrame with an ``item_col`` column and e.g. a title; kept as
+                :attr:`item_table` (one row per item of the dataset).
+            split: split spec (``"random:8:1:1"``, ``"user-time:8:1:1"``,
+                ``"global-time:T1:T2"``), or None when ``split_col`` gives the split.
+            seed: seed of the random split.
+            threshold: keep interactions with ``rating_col >= threshold``.
+            kcore: keep the k-core; dedup: ``"first"`` or ``"last"`` of repeated pairs.
+        Raises:
+            DataError in one line naming the column, the row and the problem.
+        """
+        from mmssl.data.readers.csv import dataset_from_frame
+
+        return dataset_from_frame(
+            interactions, features=features, items=items, split=split, seed=seed,
+            user_col=user_col, item_col=item_col, time_col=time_col, split_col=split_col,
+            rating_col=rating_col, threshold=threshold, kcore=kcore, dedup=dedup,
+        )
 
     # ----------------------------------------------------------------- basic facts
     @property
     def n_users(self) -> int:
+        """Number of users (length of ``user_ids``)."""
         return len(self.user_ids)
 
     @property
     def n_items(self) -> int:
+        """Number of items (length of ``item_ids``)."""
         return len(self.item_ids)
 
     @property
@@ -78,6 +130,7 @@ class Dataset:
         return {name: int(f.shape[1]) for name, f in self.features.items()}
 
     def split_size(self, split: str) -> int:
+        """Number of interactions in ``split`` (train, valid or test)."""
         return int((self.split == _split_code(split)).sum())
 
     def matrix(self, split: str) -> sp.csr_matrix:
@@ -93,6 +146,17 @@ class Dataset:
             self._matrices[split] = m
         return self._matrices[split]
 
+    def __repr__(self) -> str:
+        sizes = " / ".join(f"{s} {self.split_size(s)}" for s in SPLITS)
+        mods = ", ".join(f"{n} ({d})" for n, d in self.modalities.items()) or "none"
+        split = self.info.get("split") or "-"
+        if self.info.get("seed") is not None:
+            split += f" seed {self.info['seed']}"
+        return (
+            f"Dataset({self.n_users} users, {self.n_items} items, {len(self.users)} "
+            f"interactions: {sizes}; modalities {mods}; split {split})"
+        )
+
     # ------------------------------------------------------------------- id maps
     def user_index(self, original_id: str | int) -> int:
         """Index of an original user id; DataError if unknown."""
@@ -104,6 +168,7 @@ class Dataset:
             raise DataError(f"unknown user id {original_id!r}") from None
 
     def item_index(self, original_id: str | int) -> int:
+        """Index of an original item id; DataError if unknown."""
         if self._item_index is None:
             self._item_index = {u: i for i, u in enumerate(self.item_ids)}
         try:
@@ -113,6 +178,8 @@ class Dataset:
 
     # -------------------------------------------------------------- validation
     def validate(self, where: str = "dataset") -> None:
+        """Raise DataError unless lengths, index ranges, split codes, modality names and
+        features (finite float (n_items, dim)) are consistent."""
         n = len(self.users)
         if not (len(self.items) == len(self.split) == n):
             raise DataError(f"{where}: users, items and split have different lengths")
@@ -125,7 +192,10 @@ class Dataset:
         if n and not np.isin(self.split, (0, 1, 2)).all():
             raise DataError(f"{where}: split codes must be 0 (train), 1 (valid) or 2 (test)")
         for name, f in self.features.items():
+            check_modality_name(name, f"{where}: features")
             check_features(f, self.n_items, f"{where}: features[{name!r}]")
+        if self.item_table is not None:
+            check_item_table(self.item_table, self.item_ids, f"{where}: item_table")
 
     # ---------------------------------------------------------------- checksums
     def checksums(self) -> dict[str, str]:
@@ -193,6 +263,28 @@ def _array_sha256(a: np.ndarray, chunk_rows: int = 65536) -> str:
     return h.hexdigest()
 
 
+def check_modality_name(name: str, where: str) -> str:
+    """Return ``name`` if it is a safe modality name, else raise a one-line DataError.
+
+    The one rule for every place a name enters (``--feature NAME=``, ``features --name``,
+    ``dataset.json``, ``Dataset.features``): a letter or digit, then letters, digits, ``_``,
+    ``.`` or ``-``, at most 64 characters. It becomes the file ``features/NAME.npy``, so
+    separators, ``..`` and absolute paths are refused.
+    """
+    text = name if isinstance(name, str) else repr(name)
+    if (
+        not isinstance(name, str)
+        or name in (".", "..")
+        or len(name) > MAX_MODALITY_NAME
+        or not MODALITY_NAME_RE.fullmatch(name)
+    ):
+        raise DataError(
+            f"{where}: modality name {text!r} must be a letter or digit followed by letters, "
+            f"digits, _ . - (at most {MAX_MODALITY_NAME} characters)"
+        )
+    return name
+
+
 def check_features(f: np.ndarray, n_items: int, where: str) -> None:
     """Raise DataError unless ``f`` is a finite 2-d array with ``n_items`` rows."""
     if f.ndim != 2:
@@ -208,123 +300,34 @@ def check_features(f: np.ndarray, n_items: int, where: str) -> None:
             raise DataError(f"{where}: NaN or infinite value in row {bad}")
 
 
-# ---------------------------------------------------------------------- on disk
-def save_dataset(ds: Dataset, dest: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write ``ds`` to ``dest`` atomically: a temporary sibling directory, then a rename."""
-    dest = Path(dest)
-    if dest.exists() and not overwrite:
-        raise DataError(f"{dest}: destination exists (use --overwrite to replace it)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        # mkdtemp makes a private (0700) directory: give it the mode a plain mkdir would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        cols = {"user": ds.users, "item": ds.items, "split": np.array(SPLITS)[ds.split]}
-        if ds.timestamps is not None:
-            cols["timestamp"] = ds.timestamps
-        pd.DataFrame(cols).to_csv(tmp / "interactions.tsv", sep="\t", index=False)
-        _write_lines(tmp / "user_ids.txt", ds.user_ids)
-        _write_lines(tmp / "item_ids.txt", ds.item_ids)
-        (tmp / "features").mkdir()
-        for name, f in ds.features.items():
-            np.save(tmp / "features" / f"{name}.npy", np.ascontiguousarray(f, dtype=np.float32))
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "users": ds.n_users,
-            "items": ds.n_items,
-            "interactions": {s: ds.split_size(s) for s in SPLITS},
-            "modalities": ds.modalities,
-            "has_timestamps": ds.timestamps is not None,
-            "info": ds.info,
-            "checksums": ds.checksums(),
-        }
-        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            dest.rename(old)
-            tmp.rename(dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+def check_item_table(table: pd.DataFrame, item_ids: np.ndarray, where: str) -> None:
+    """Raise DataError unless ``table`` has an ``item_id`` column equal to ``item_ids`` and
+    string cells without tabs or line breaks (it is saved as ``items.tsv``)."""
+    if not isinstance(table, pd.DataFrame):
+        raise DataError(f"{where}: expected a DataFrame, got {type(table).__name__}")
+    if "item_id" not in table.columns:
+        raise DataError(f"{where}: no 'item_id' column")
+    if len(table) != len(item_ids) or not np.array_equal(
+        table["item_id"].to_numpy(dtype=str), np.asarray(item_ids, dtype=str)
+    ):
+        raise DataError(f"{where}: the item_id column must equal the dataset's item ids, in order")
+    for col in table.columns:
+        if not isinstance(col, str) or not col or re.search(r"[\t\r\n]", col):
+            raise DataError(f"{where}: column name {col!r} is empty or has a tab or line break")
+        bad = table[col].astype(str).str.contains(r"[\t\r\n]", regex=True).to_numpy(dtype=bool)
+        if bad.any():
+            item = table["item_id"].iloc[int(np.argmax(bad))]
+            raise DataError(f"{where}: column {col!r} of item {item!r} has a tab or line break")
 
 
-def load_dataset(path: str | os.PathLike, mmap: bool = True) -> Dataset:
-    """Read a dataset directory written by ``save_dataset``; features are memory-mapped."""
-    path = Path(path)
-    meta_path = path / "dataset.json"
-    if not meta_path.is_file():
-        raise DataError(f"{meta_path}: missing (is {path} a dataset made by 'mmssl data import'?)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{meta_path}: line {e.lineno}: malformed JSON: {e.msg}") from None
-    inter_path = path / "interactions.tsv"
-    try:
-        df = pd.read_csv(inter_path, sep="\t", dtype={"split": str})
-    except FileNotFoundError:
-        raise DataError(f"{inter_path}: missing") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{inter_path}: malformed: {str(e).splitlines()[0]}") from None
-    for col in ("user", "item", "split"):
-        if col not in df.columns:
-            raise DataError(f"{inter_path}: missing column {col!r}")
-    codes = pd.Categorical(df["split"], categories=list(SPLITS)).codes
-    if (codes < 0).any():
-        line = int(np.argmax(codes < 0)) + 2
-        raise DataError(f"{inter_path}: line {line}: split must be train, valid or test")
-    features = {}
-    for name in meta.get("modalities", {}):
-        fpath = path / "features" / f"{name}.npy"
-        try:
-            features[name] = np.load(fpath, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except FileNotFoundError:
-            raise DataError(f"{fpath}: missing") from None
-        except (ValueError, OSError) as e:
-            raise DataError(f"{fpath}: unreadable .npy: {e}") from None
-        if features[name].dtype != np.float32:
-            raise DataError(f"{fpath}: dtype {features[name].dtype}, expected float32")
-    ds = Dataset(
-        users=df["user"].to_numpy(),
-        items=df["item"].to_numpy(),
-        split=codes.astype(np.int8),
-        user_ids=_read_lines(path / "user_ids.txt"),
-        item_ids=_read_lines(path / "item_ids.txt"),
-        features=features,
-        timestamps=df["timestamp"].to_numpy(np.float64) if "timestamp" in df.columns else None,
-        info=meta.get("info", {}),
-    )
-    expected = meta.get("checksums", {})
-    actual = ds.split_checksums() if expected else {}
-    for key in (f"split:{s}" for s in SPLITS):
-        if key in expected and expected[key] != actual[key]:
-            raise DataError(f"{inter_path}: checksum of {key} differs from dataset.json")
-    return ds
+from mmssl.data.layout import load_dataset, save_dataset  # noqa: E402  (the layout needs Dataset)
 
-
-def _write_lines(path: Path, values: np.ndarray) -> None:
-    path.write_text("".join(f"{v}\n" for v in values), encoding="utf-8")
-
-
-def _read_lines(path: Path) -> np.ndarray:
-    try:
-        # split on "\n" only: str.splitlines() also breaks at \x85, \u2028, ... inside an id
-        lines = path.read_text(encoding="utf-8").split("\n")
-        if lines[-1] == "":
-            lines.pop()
-        return np.array(lines, dtype=str)
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing") from None
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+__all__ = [
+    "SPLITS",
+    "Dataset",
+    "check_features",
+    "check_item_table",
+    "check_modality_name",
+    "load_dataset",
+    "save_dataset",
+]

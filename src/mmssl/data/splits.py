@@ -110,9 +110,11 @@ class RandomSplit:
     needs_timestamps = False
 
     def describe(self) -> str:
+        """The spec string, e.g. ``random:8:1:1``."""
         return "random:" + ":".join(_fmt_number(r) for r in self.ratios)
 
     def holds_out_valid(self) -> bool:
+        """Whether the split can put interactions in valid (a positive valid ratio)."""
         return self.ratios[1] > 0
 
     def assign(self, users: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
@@ -145,9 +147,11 @@ class UserTimeSplit:
     needs_timestamps = True
 
     def describe(self) -> str:
+        """The spec string, e.g. ``user-time:8:1:1``."""
         return "user-time:" + ":".join(_fmt_number(r) for r in self.ratios)
 
     def holds_out_valid(self) -> bool:
+        """Whether the split can put interactions in valid (a positive valid ratio)."""
         return self.ratios[1] > 0
 
     def assign(self, users: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
@@ -173,12 +177,15 @@ class GlobalTimeSplit:
     needs_timestamps = True
 
     def describe(self) -> str:
+        """The spec string, e.g. ``global-time:100:200``."""
         return f"global-time:{_fmt_number(self.t1)}:{_fmt_number(self.t2)}"
 
     def holds_out_valid(self) -> bool:
+        """Whether the split can put interactions in valid (``t1 < t2``)."""
         return self.t1 < self.t2
 
     def assign(self, users: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
+        """Split codes, int8 (n_interactions,), from float (n_interactions,) timestamps."""
         if timestamps is None:
             raise DataError("--split global-time needs timestamps (a timestamp column)")
         t = np.asarray(timestamps, dtype=np.float64)

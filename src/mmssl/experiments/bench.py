@@ -121,7 +121,6 @@ def run_bench(data: str, models: list[str], seeds: list[int], out: Path,
     for m in models:  # every setting checked before anything is trained or written
         _settings(m, data_dir, base[m] + [f"seed={seeds[0]}"])
     dataset = load_dataset(data)
-    dataset.path = Path(data_dir)  # runs record where their data lives
     out.mkdir(parents=True, exist_ok=True)
     select = _settings(models[0], data_dir, base[models[0]]).run.select
 

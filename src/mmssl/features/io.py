@@ -7,7 +7,8 @@ of an item-id list (a dataset's ``item_ids.txt``), and beside it ``NAME.json``::
      "missing": 3, "missing_items": ["267", ...], ...extractor details}
 
 Rows of items whose content is missing or unreadable are all zero and listed as missing.
-Both files are written atomically: a temporary file in the same folder, then a rename.
+Both files are written atomically (:func:`mmssl.io.atomic_path`). Tables are read by the one
+table reader, :class:`mmssl.data.table.Table`.
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mmssl.data.dataset import check_modality_name
+from mmssl.data.layout import default_file_mode
+from mmssl.data.table import Table
 from mmssl.errors import ConfigError, DataError
+from mmssl.io import atomic_path
 
 SIDECAR_VERSION = 1
 MAX_LISTED_MISSING = 1000  # the sidecar lists at most this many missing item ids
-TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t", ".item": "\t"}
-PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 @dataclass
@@ -58,6 +60,7 @@ class FeatureMatrix:
 
     @property
     def dim(self) -> int:
+        """Feature width (the number of columns of ``values``)."""
         return int(self.values.shape[1])
 
     def metadata(self) -> dict:
@@ -101,7 +104,11 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 def write_features(
     features: FeatureMatrix, path: str | os.PathLike, overwrite: bool = False
 ) -> Path:
-    """Write ``features`` to ``path`` (.npy) and its sidecar, each atomically. Returns ``path``."""
+    """Write ``features`` to ``path`` (.npy) and its sidecar, atomically. Returns ``path``.
+
+    Both are written to temporaries first and renamed only when both are complete; a failed
+    write (disk full, a folder in the way) is a one-line WriteError with nothing left behind.
+    """
     path = Path(path)
     if path.suffix != ".npy":
         raise DataError(f"{path}: the output must be a .npy file")
@@ -110,25 +117,16 @@ def write_features(
         for p in (path, meta_path):
             if p.exists():
                 raise DataError(f"{p}: exists (use --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: np.save(f, features.values, allow_pickle=False))
     text = json.dumps(features.metadata(), indent=2, default=_json_default) + "\n"
-    _atomic_write(meta_path, lambda f: f.write(text.encode()))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, features.values, allow_pickle=False)
+        default_file_mode(tmp)
+        # the sidecar is renamed first; a failure here leaves the .npy unrenamed too
+        with atomic_path(meta_path) as meta_tmp:
+            meta_tmp.write_text(text, encoding="utf-8")
+            default_file_mode(meta_tmp)
     return path
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary data files
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def add_to_dataset(
@@ -141,6 +139,7 @@ def add_to_dataset(
     """
     from mmssl.data.dataset import load_dataset, save_dataset
 
+    check_modality_name(name, "--name")
     ds = load_dataset(dataset_dir, mmap=False)
     if not np.array_equal(ds.item_ids, features.item_ids):
         raise DataError(
@@ -188,37 +187,13 @@ def read_item_ids(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """An items table as strings (empty cells are ``""``).
+    """An items table as strings (empty cells are ``""``), indexed by ``line - 2``.
 
-    ``.csv`` is comma-separated, ``.tsv``/``.tab``/``.txt``/``.item`` tab-separated, ``.parquet``
-    needs pyarrow. RecBole typed headers (``movie_title:token_seq``) lose their type suffix.
+    ``.csv`` is comma-separated, ``.tsv``/``.tab``/``.txt``/``.item`` and unknown suffixes
+    tab-separated (read literally), ``.parquet`` needs pyarrow. RecBole typed headers
+    (``movie_title:token_seq``) lose their type suffix. See :class:`mmssl.data.table.Table`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in PARQUET_SUFFIXES:
-            try:
-                df = pd.read_parquet(path).astype(str)
-            except ImportError:
-                raise missing_extra(f"{path}: reading parquet", "parquet", "pyarrow") from None
-        else:
-            sep = TABLE_SEPARATORS.get(suffix, "\t")
-            df = pd.read_csv(
-                path, sep=sep, dtype=str, keep_default_na=False, quoting=3 if sep == "\t" else 0
-            )
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
-        raise DataError(f"{path}: malformed table: {str(e).splitlines()[0]}") from None
-    df.columns = [_strip_type(str(c)) for c in df.columns]
-    return df
-
-
-def _strip_type(column: str) -> str:
-    name, sep, kind = column.rpartition(":")
-    if sep and kind in ("token", "token_seq", "float", "float_seq"):
-        return name
-    return column
+    return Table.read(path, default_sep="\t").strings()
 
 
 def column(df: pd.DataFrame, name: str, where: str, flag: str) -> pd.Series:
@@ -239,7 +214,9 @@ def row_positions(df: pd.DataFrame, id_col: str, item_ids: np.ndarray, where: st
     dup = ids.duplicated()
     if dup.any():
         first = int(np.argmax(dup.to_numpy()))
-        raise DataError(f"{where}: line {first + 2}: item id {ids.iloc[first]!r} appears twice")
+        label = ids.index[first]
+        line = label + 2 if isinstance(label, (int, np.integer)) else first + 2
+        raise DataError(f"{where}: line {line}: item id {ids.iloc[first]!r} appears twice")
     index = pd.Index(ids)
     return index.get_indexer(pd.Index(item_ids)).astype(np.int64)
 

@@ -49,9 +49,15 @@ def _load() -> None:
 
 
 def available_models() -> list[str]:
-    """Names of every registered model, built-in ones first."""
+    """Names of every registered model: the built-in ones in their order, then the others."""
     _load()
-    return list(_MODELS)
+
+    def order(name: str) -> tuple[int, str]:
+        parts = _MODELS[name].__module__.split(".")
+        module = parts[2] if parts[:2] == ["mmssl", "models"] and len(parts) > 2 else ""
+        return (BUILTIN_MODULES.index(module) if module in BUILTIN_MODULES else len(BUILTIN_MODULES), name)
+
+    return sorted(_MODELS, key=order)
 
 
 def get_model_class(name: str) -> type[Model]:
@@ -60,7 +66,7 @@ def get_model_class(name: str) -> type[Model]:
     try:
         return _MODELS[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r} (known: {', '.join(_MODELS)})") from None
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(available_models())})") from None
 
 
 def create_model(name: str, dataset: Dataset, params: Any) -> Model:

@@ -1,4 +1,4 @@
-"""Well-known datasets, built ready to train: ``prepare(name, dest)``.
+"""The ``movielens-100k`` recipe.
 
 ``movielens-100k`` (aliases ``ml-100k``, ``ml100k``) is the shared ml100k-mm dataset: all 100,000
 ratings of MovieLens-100K as implicit feedback (943 users, 1,682 items), split per user at random
@@ -30,20 +30,18 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from mmssl.data.dataset import save_dataset
+from mmssl.data.layout import default_file_mode, save_dataset
+from mmssl.datasets.registry import cache_dir, printer, sha256_file
 from mmssl.errors import DataError
+from mmssl.io import atomic_write, ensure_parent, write_bytes
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 RECBOLE_WHEEL = "recbole==1.2.1"
@@ -88,76 +86,12 @@ ML100K_GENRES = (
 )
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How one well-known dataset is fetched and built."""
-
-    name: str
-    aliases: tuple[str, ...]
-    summary: str
-    build: Callable[..., Path]  # build(dest, source, overwrite, progress) -> dest
-
-
-def _recipes() -> dict[str, Recipe]:
-    return {
-        "movielens-100k": Recipe(
-            name="movielens-100k",
-            aliases=("ml-100k", "ml100k"),
-            summary="MovieLens-100K, implicit, random 8:1:1 seed 2022, text (384) + kg (64)",
-            build=_build_movielens_100k,
-        ),
-    }
-
-
-def available() -> dict[str, str]:
-    """Dataset name -> one-line summary."""
-    return {name: r.summary for name, r in _recipes().items()}
-
-
-def prepare(
-    name: str,
-    dest: str | os.PathLike,
-    source: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> Path:
-    """Build the dataset ``name`` into the directory ``dest`` (see the module docstring).
-
-    Args:
-        source: a folder with the raw files; without it they come from the cache or are
-            downloaded (and cached).
-        overwrite: replace an existing ``dest``.
-        progress: print what is happening to stderr.
-    Returns:
-        ``dest``.
-    Raises:
-        DataError (unknown name, existing dest, bad or unreachable sources; one line naming
-        what was tried), ConfigError (the ``text`` extra is not installed).
-    """
-    recipes = _recipes()
-    by_alias = {a: r for r in recipes.values() for a in (r.name, *r.aliases)}
-    recipe = by_alias.get(name.strip().lower())
-    if recipe is None:
-        raise DataError(f"unknown dataset {name!r} (known: {', '.join(recipes)})")
-    dest = Path(dest)
-    if dest.exists() and not overwrite:
-        raise DataError(f"{dest}: destination exists (use --overwrite to replace it)")
-    return recipe.build(dest, Path(source) if source is not None else None, overwrite, progress)
-
-
-def cache_dir() -> Path:
-    """``$MMSSL_CACHE``, else ``$XDG_CACHE_HOME/mmssl``, else ``~/.cache/mmssl``."""
-    if os.environ.get("MMSSL_CACHE"):
-        return Path(os.environ["MMSSL_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mmssl"
-
-
 # -------------------------------------------------------------------- movielens-100k
-def _build_movielens_100k(dest: Path, source: Path | None, overwrite: bool, progress: bool) -> Path:
+def build_movielens_100k(dest: Path, source: Path | None, overwrite: bool, progress: bool) -> Path:
+    """Build movielens-100k into ``dest`` (module docstring) from ``source`` or the cache."""
     from mmssl.features.text import default_model_dir
 
-    say = _printer(progress)
+    say = printer(progress)
     if importlib.util.find_spec("sentence_transformers") is None:
         from mmssl.features.io import missing_extra
 
@@ -183,7 +117,7 @@ def _build_ml100k_from(
     from mmssl.features.categorical import kg_features
     from mmssl.features.text import text_features
 
-    say = _printer(progress)
+    say = printer(progress)
     say(f"reading interactions from {raw}")
     ds = import_dataset("recbole", raw, split=ML100K_SPLIT, seed=ML100K_SEED, name="ml-100k")
     say("encoding titles, years and genres (all-MiniLM-L6-v2)")
@@ -216,7 +150,7 @@ def _build_ml100k_from(
     ds.info.update(
         dataset="movielens-100k",
         source=origin,
-        raw_sha256={f: _sha256_file(raw / f) for f in ML100K_SHA256 if (raw / f).is_file()},
+        raw_sha256={f: sha256_file(raw / f) for f in ML100K_SHA256 if (raw / f).is_file()},
         feature_sources=sources,
     )
     ds.info["notes"] = list(ds.info.get("notes", [])) + notes
@@ -247,7 +181,7 @@ def _ml100k_from_source(source: Path, scratch: Path, notes: list[str]) -> Path:
     grouplens = source / "ml-100k" if (source / "ml-100k" / "u.data").is_file() else source
     if (grouplens / "u.data").is_file():
         for fname, data in _convert_grouplens(grouplens).items():
-            (scratch / fname).write_bytes(data)
+            write_bytes(scratch / fname, data)
             if hashlib.sha256(data).hexdigest() != ML100K_SHA256[fname]:
                 notes.append(f"{fname}: converted from GroupLens, differs from RecBole's copy")
         notes.append(
@@ -267,35 +201,34 @@ def _ml100k_from_cache_or_network(cache: Path, scratch: Path, notes: list[str], 
     Only files whose sha256 matches are cached. A GroupLens ``ml-100k.item`` that does not
     match is used (from ``scratch``, with a note) only when PyPI cannot give RecBole's.
     """
-    cache.mkdir(parents=True, exist_ok=True)
+    ensure_parent(cache / ML100K_CORE[0], "cache")
     have = {f for f in ML100K_SHA256 if _cached_ok(cache / f)}
     tried: list[str] = []
     unverified: dict[str, bytes] = {}
     if not set(ML100K_CORE) <= have:
         say(f"downloading {GROUPLENS_URL}")
         try:
-            with tempfile.TemporaryDirectory(prefix="mmssl-grouplens-") as tmp:
-                archive = zipfile.ZipFile(io.BytesIO(_download(GROUPLENS_URL)))
-                wanted = [
-                    m for m in archive.namelist() if m.rsplit("/", 1)[-1] in ("u.data", "u.item")
-                ]
-                archive.extractall(tmp, wanted)
-                folder = next(Path(tmp).rglob("u.data")).parent
-                converted = _convert_grouplens(folder)
+            archive = zipfile.ZipFile(io.BytesIO(_download(GROUPLENS_URL)))
+            members = {m.rsplit("/", 1)[-1]: m for m in archive.namelist()}
+            converted = _convert_grouplens_text(
+                archive.read(members["u.data"]).decode("latin-1"),
+                archive.read(members["u.item"]).decode("latin-1"),
+                GROUPLENS_URL,
+            )
             for fname, data in converted.items():
                 if hashlib.sha256(data).hexdigest() == ML100K_SHA256[fname]:
-                    _write_atomic(cache / fname, data)
+                    _write_cached(cache / fname, data)
                     have.add(fname)
                 else:
                     unverified[fname] = data
-        except (OSError, zipfile.BadZipFile, StopIteration, DataError) as e:
+        except (OSError, zipfile.BadZipFile, KeyError, DataError) as e:
             tried.append(f"{GROUPLENS_URL} ({_reason(e)})")
     need = [f for f in ML100K_SHA256 if f not in have]
     if need:
         say(f"fetching RecBole's ml-100k files from the {RECBOLE_WHEEL} wheel (pip download)")
         try:
             for fname, data in _recbole_files(need).items():
-                _write_atomic(cache / fname, data)
+                _write_cached(cache / fname, data)
                 have.add(fname)
         except (OSError, zipfile.BadZipFile, DataError, subprocess.SubprocessError) as e:
             tried.append(f"PyPI {RECBOLE_WHEEL} via pip download ({_reason(e)})")
@@ -312,40 +245,46 @@ def _ml100k_from_cache_or_network(cache: Path, scratch: Path, notes: list[str], 
     if set(ML100K_CORE) <= have:
         return cache
     for fname in have:
-        shutil.copyfile(cache / fname, scratch / fname)
+        write_bytes(scratch / fname, (cache / fname).read_bytes())
     for fname, data in unverified.items():
         if fname not in have:
-            (scratch / fname).write_bytes(data)
+            write_bytes(scratch / fname, data)
             notes.append(f"{fname}: converted from GroupLens, not checked against RecBole's copy")
     return scratch
 
 
 def _convert_grouplens(folder: Path) -> dict[str, bytes]:
-    """GroupLens ``u.data`` / ``u.item`` as RecBole's ``ml-100k.inter`` / ``ml-100k.item`` bytes.
-
-    RecBole's conversion: the title loses its last " (...)", which becomes the year; the genre
-    flags become a space-separated list. ``ml-100k.inter`` must match RecBole's sha256
-    (DataError otherwise); an ``ml-100k.item`` that does not is still returned.
-    """
+    """GroupLens ``u.data`` / ``u.item`` in ``folder`` converted by :func:`_convert_grouplens_text`."""
     try:
         data = (folder / "u.data").read_text(encoding="latin-1")
         item = (folder / "u.item").read_text(encoding="latin-1")
     except FileNotFoundError as e:
         raise DataError(f"{e.filename}: missing") from None
+    return _convert_grouplens_text(data, item, str(folder))
+
+
+def _convert_grouplens_text(data: str, item: str, where: str) -> dict[str, bytes]:
+    """GroupLens ``u.data`` / ``u.item`` as RecBole's ``ml-100k.inter`` / ``ml-100k.item`` bytes.
+
+    RecBole's conversion: the title loses its last " (...)", which becomes the year; the genre
+    flags become a space-separated list. ``ml-100k.inter`` must match RecBole's sha256
+    (DataError otherwise); an ``ml-100k.item`` that does not is still returned. ``where``
+    (a folder or an archive) names the files in messages.
+    """
     inter_lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
     for n, line in enumerate(data.splitlines(), start=1):
         parts = line.split("\t")
         if len(parts) != 4:
-            raise DataError(f"{folder / 'u.data'}: line {n}: expected 4 tab-separated fields")
+            raise DataError(f"{where}/u.data: line {n}: expected 4 tab-separated fields")
         inter_lines.append("\t".join(parts))
     inter = ("\n".join(inter_lines) + "\n").encode()
-    _verify(inter, "ml-100k.inter", f"{folder / 'u.data'} (converted)")
+    _verify(inter, "ml-100k.inter", f"{where}/u.data (converted)")
     item_lines = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
     for n, line in enumerate(item.splitlines(), start=1):
         parts = line.split("|")
         if len(parts) != 5 + len(ML100K_GENRES):
             raise DataError(
-                f"{folder / 'u.item'}: line {n}: expected {5 + len(ML100K_GENRES)} "
+                f"{where}/u.item: line {n}: expected {5 + len(ML100K_GENRES)} "
                 "|-separated fields"
             )
         name = parts[1].strip()
@@ -398,14 +337,6 @@ def _recbole_files(names: list[str]) -> dict[str, bytes]:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _printer(progress: bool) -> Callable[[str], None]:
-    def say(message: str) -> None:
-        if progress:
-            print(f"mmssl: {message}", file=sys.stderr, flush=True)
-
-    return say
-
-
 def _download(url: str) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "mmssl"})
     with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
@@ -430,28 +361,20 @@ def _verify(data: bytes, fname: str, where: str) -> None:
         )
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _cached_ok(path: Path) -> bool:
-    return path.is_file() and _sha256_file(path) == ML100K_SHA256[path.name]
+    return path.is_file() and sha256_file(path) == ML100K_SHA256[path.name]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary data files
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
-__all__ = ["ML100K_SHA256", "available", "cache_dir", "prepare"]
+def _write_cached(path: Path, data: bytes) -> None:
+    """Write a cache file atomically, readable like any file the user makes."""
+
+    def fill(tmp: Path) -> None:
+        tmp.write_bytes(data)
+        default_file_mode(tmp)
+
+    atomic_write(path, fill)
+
+
+__all__ = ["ML100K_SHA256", "ML100K_GENRES", "GROUPLENS_URL", "build_movielens_100k"]

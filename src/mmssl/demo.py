@@ -23,6 +23,7 @@ DEMO_MODELS = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``demo`` to the ``mmssl`` parser."""
     p = sub.add_parser("demo", help="prepare movielens-100k, train MMSSL and baselines, show recommendations")
     p.add_argument("--data", default="data/movielens-100k",
                    help="dataset folder, prepared if absent (default: data/movielens-100k)")
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """Prepare the data, train the demo models, print their metrics and two users' top-10."""
     import pandas as pd
 
     from mmssl import api

@@ -219,6 +219,9 @@ CASES = [
          "k must be a whole number of at least 1, got 0", _with_run()),
     Case("k negative", ["recommend", "--run", "{root}/run", "--user", "u1", "--k", "-1"],
          "k must be a whole number of at least 1, got -1", _with_run()),
+    Case("k not a number", ["recommend", "--run", "{root}/run", "--user", "u1", "--k", "many"],
+         "argument --k: invalid int value: 'many' (see mmssl recommend --help)"),
+    Case("no command", [], "the following arguments are required: COMMAND"),
     Case("recommend without a run", ["recommend", "--run", "{root}/none", "--user", "u1"], "/none: no such run folder"),
     # ------------------------------------------------------------------ bench
     Case("bench zero seeds", ["bench", "--data", "{root}/data", "--models", "pop", "--seeds", "0", "--out", "{root}/b"],

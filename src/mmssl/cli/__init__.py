@@ -23,11 +23,20 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit code 2), like every
+    other error of the command line."""
+
+    def error(self, message: str):
+        """Print ``mmssl: error: MESSAGE (see PROG --help)`` and exit with code 2."""
+        self.exit(2, f"mmssl: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every installed command group."""
     from mmssl import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="mmssl",
         description="Multimodal recommendation: data, features, training, evaluation, "
                     "recommendation and benchmarks.")

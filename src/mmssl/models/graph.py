@@ -92,6 +92,7 @@ class SparseGraph(nn.Module):
         return _GraphProduct.apply(x, self)
 
     def extra_repr(self) -> str:
+        """Shape and stored entries, for ``print(model)``."""
         return f"shape={tuple(self.shape)}, nnz={self.nnz}"
 
 

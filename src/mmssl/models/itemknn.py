@@ -47,6 +47,7 @@ class ItemKnnCbf(Model):
         self.register_buffer("user_profiles", profiles, persistent=False)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Users' mean item vectors and the unit item vectors."""
         # profile_u = mean of the user's item vectors; score = profile_u . v_i equals the mean
         # cosine similarity because item vectors are unit length.
         return torch.sparse.mm(self.user_profiles, self.item_vectors), self.item_vectors

@@ -30,5 +30,6 @@ class Popularity(Model):
         self.register_buffer("popularity", torch.from_numpy(counts))
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ones (U, 1) and the training counts (I, 1)."""
         # rank one: every user weighs the items' training counts alike
         return self.popularity.new_ones(self.n_users, 1), self.popularity[:, None]

@@ -68,12 +68,14 @@ class BprSampler:
                              "be drawn for them (BPR needs at least one unseen item per user)")
 
     def steps_per_epoch(self) -> int:
+        """n_train // B + 1 in user mode (the authors' rule); ceil(n_train / B) otherwise."""
         n_train = len(self.indices)
         if self.mode == "user":
             return n_train // self.batch_size + 1
         return -(-n_train // self.batch_size)
 
     def epoch(self) -> Iterator[Batch]:
+        """The batches of one epoch."""
         if self.mode == "user":
             for _ in range(self.steps_per_epoch()):
                 users = self._draw_users()

@@ -207,7 +207,17 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
     if run_dir is not None:
         run_dir.create(overwrite)
         run_dir.write_config(_config_values(resolved, ds))
+    _notes(net, run_dir, progress, echo)
     return _train(resolved, net, ds, run_dir, resume=False, progress=progress, echo=echo)
+
+
+def _notes(net, run_dir: RunDirectory | None, progress: bool, echo) -> None:
+    """The model's build-time choices: into log.jsonl, and shown when showing progress."""
+    for note in getattr(net, "notes", []):
+        if run_dir is not None:
+            run_dir.append_log({"event": "note", "text": note})
+        if progress:
+            (echo or print)(f"{net.name}: {note}")
 
 
 def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None = None,
@@ -312,6 +322,8 @@ def _settings_from(values: dict[str, Any], run_dir: RunDirectory) -> Settings:
     if not model or "data" not in values:
         raise ConfigError(f"{where}: 'model' and 'data' are required")
     cls = get_model_class(model)
+    if "config_version" not in values:  # written before 0.2: settings added since keep 0.1's meaning
+        values = {**cls.legacy_defaults, **values}
     return resolve(model, cls.Config, run_defaults=cls.run_defaults, file_values=values,
                    file_where=where, data=values.get("data"))
 

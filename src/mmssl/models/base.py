@@ -48,6 +48,8 @@ class Model(nn.Module):
         sampling: ``"interaction"`` (each epoch walks all training pairs, MMRec) or ``"user"``
             (each step draws ``batch_size`` users, the MMSSL authors' sampler).
         run_defaults: its published values of run settings (e.g. ``{"patience": 20}``).
+        legacy_defaults: values of settings added since 0.1 that reproduce an 0.1 run, used
+            when loading a config.yaml written before 0.2.
     """
 
     name: ClassVar[str] = "model"  # set by @register
@@ -56,12 +58,14 @@ class Model(nn.Module):
     needs_features: ClassVar[bool] = False
     sampling: ClassVar[Literal["user", "interaction"]] = "interaction"
     run_defaults: ClassVar[dict[str, Any]] = {}
+    legacy_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, dataset: Dataset, config: Any):
         super().__init__()
         self.config = config
         self.n_users = dataset.n_users
         self.n_items = dataset.n_items
+        self.notes: list[str] = []  # choices made while building (e.g. an automatic mode), logged
         # Follows .to(device), so a model can ask where it lives even without parameters.
         self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
 

@@ -177,6 +177,42 @@ class _SparseValuesProduct(torch.autograd.Function):
         return grad_values, None, None, grad_dense, None
 
 
+def sampled_dot(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor,
+                cols: torch.Tensor) -> torch.Tensor:
+    """<p[row], q[col]> at each (row, col) pair, (nnz,): the entries of P Q^T on a sparsity
+    pattern, without a (nnz, d) gather. Differentiable in p and q.
+
+    The pairs must be sorted by (row, col) (as a CSR matrix stores them); p (n, d), q (m, d).
+    """
+    return _SampledDot.apply(p, q, rows, cols)
+
+
+class _SampledDot(torch.autograd.Function):
+    """Forward: sampled_addmm on the pattern; backward: two CSR products, S q and S^T p."""
+
+    @staticmethod
+    def forward(ctx, p, q, rows, cols):
+        crow = torch.ops.aten._convert_indices_from_coo_to_csr(rows, p.shape[0])
+        with quiet_csr():
+            pattern = torch.sparse_csr_tensor(crow, cols, torch.zeros(len(cols), dtype=p.dtype,
+                                                                      device=p.device),
+                                              (p.shape[0], q.shape[0]), check_invariants=False)
+            out = torch.sparse.sampled_addmm(pattern, p.contiguous(), q.T.contiguous()).values()
+        ctx.save_for_backward(p, q, rows, cols)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, q, rows, cols = ctx.saved_tensors
+        grad_p = grad_q = None
+        if ctx.needs_input_grad[0]:
+            grad_p = sparse_product(rows, cols, grad, q, p.shape[0])
+        if ctx.needs_input_grad[1]:
+            order = torch.argsort(cols * p.shape[0] + rows)
+            grad_q = sparse_product(cols[order], rows[order], grad[order], p, q.shape[0])
+        return grad_p, grad_q, None, None
+
+
 def coalesce(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
              n_cols: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sort entries by (row, col) and sum duplicates (differentiable in ``values``)."""
@@ -254,6 +290,7 @@ __all__ = [
     "nonzero_rows",
     "propagate_mean",
     "quiet_csr",
+    "sampled_dot",
     "sparse_product",
     "sym_normalise",
 ]

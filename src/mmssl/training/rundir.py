@@ -118,7 +118,7 @@ class RunDirectory:
     def keep_log_until(self, epoch: int) -> None:
         """Drop the log records of epochs after ``epoch`` (those a checkpoint does not cover)."""
         kept = [r for r in self.read_log()
-                if r.get("epoch", r.get("after_epoch", -1)) <= epoch]
+                if r.get("epoch", r.get("after_epoch", -1)) <= epoch]  # notes (no epoch) stay
         io.write_text(self.path / LOG, "".join(json.dumps(r) + "\n" for r in kept))
 
     # -------------------------------------------------------------- metrics

@@ -71,6 +71,13 @@ class MMSSLConfig:
     lr_decay: Annotated[float, Range(gt=0, le=1)] = 0.96  # schedule factor lr * decay ** (epoch / lr_decay_epochs)
     lr_decay_epochs: PositiveFloat = 50.0  # epochs per factor lr_decay
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocasts the discriminator and similarity products
+    # The discriminator at catalogue scale (README, "MMSSL at scale"):
+    discriminator: Literal["exact", "sketch", "auto"] = "auto"  # exact: the critic reads (B, I) rows (the authors'); sketch: their projection onto sketch_dim; auto: sketch above sketch_above_items
+    sketch_dim: PositiveInt = 256  # p, width of the sketched rows the critic reads (its layers: p/4, p/8)
+    sketch_kind: Literal["sparse", "gaussian"] = "sparse"  # sparse: a sign sketch, sketch_nnz entries per item (O(I nnz)); gaussian: dense N(0, 1/p) (O(I p))
+    sketch_nnz: PositiveInt = 4  # non-zeros per item row of the sparse sketch
+    sketch_seed: NonNegativeInt = 0  # seed of the projection (independent of the run's seed; saved with the run)
+    sketch_above_items: PositiveInt = 10_000  # auto: exact up to this many items, sketch above
     # Fixes: None takes the variant's value (VARIANTS above); set one to ablate it alone.
     attention_keys: Literal["w_k", "queries"] | None = None  # official: K built from the reshaped Q
     attention_mixing: bool | None = None  # official: False, each modality attends only to itself

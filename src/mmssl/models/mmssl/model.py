@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -32,8 +32,18 @@ from mmssl.models.base import Batch, Model, Optimizers, module_key
 from mmssl.models.losses import log_sigmoid_bpr
 from mmssl.models.mmssl.config import MMSSLConfig, resolve_config
 from mmssl.models.mmssl.discriminator import Discriminator, fake_hidden
+from mmssl.models.mmssl.sketch import (
+    RealRowSketcher,
+    make_sketch,
+    project_preferences,
+    sketched_real_rows,
+)
 from mmssl.models.mmssl.structure import ModalityGraphs, row_normalised, topk_edges
 from mmssl.models.registry import register
+
+# Dense blocks (rows x items) are cut into row chunks of at most this many scores: at 1M items a
+# block of 16 users, never a (B, I) block where B is the batch.
+BLOCK_ELEMENTS = 1 << 24
 
 
 @register("mmssl")
@@ -44,6 +54,7 @@ class MMSSL(Model):
     Config = MMSSLConfig
     needs_features = True
     sampling = "user"
+    legacy_defaults: ClassVar[dict[str, Any]] = {"discriminator": "exact"}  # runs before 0.2
 
     def __init__(self, dataset: Dataset, config: MMSSLConfig):
         config = resolve_config(config)
@@ -51,14 +62,26 @@ class MMSSL(Model):
         d, n_users, n_items = config.embed_dim, dataset.n_users, dataset.n_items
         self.modalities = list(dataset.features)
         self.bf16 = config.precision == "bf16"
+        self.notes: list[str] = []
+        mode = config.discriminator
+        if mode == "auto":
+            mode = "sketch" if n_items > config.sketch_above_items else "exact"
+            self.notes.append(f"discriminator: auto chose {mode} ({n_items} items, sketch above "
+                              f"{config.sketch_above_items})" + (
+                                  f"; sketch_dim {config.sketch_dim}, {config.sketch_kind}"
+                                  if mode == "sketch" else ""))
+        self.sketched = mode == "sketch"
 
         train = dataset.matrix("train").tocoo()
         self.train_csr = dataset.matrix("train")
+        self.train_csr.sort_indices()  # observed pairs come out sorted by (row, item)
         self.A_ui = row_normalised(train.row, train.col, (n_users, n_items))
         self.A_iu = row_normalised(train.col, train.row, (n_items, n_users))
         for j, m in enumerate(self.modalities):  # not saved in checkpoints: from the dataset
-            f = torch.from_numpy(np.array(dataset.features[m], dtype=np.float32))
-            self.register_buffer(f"features_{j}", f, persistent=False)
+            f = np.asarray(dataset.features[m], dtype=np.float32)
+            if not (f.flags.writeable and f.flags.c_contiguous):  # memory-mapped: read it in
+                f = np.array(f, dtype=np.float32)
+            self.register_buffer(f"features_{j}", torch.from_numpy(f), persistent=False)
 
         self.encoders = nn.ModuleDict({module_key(m): nn.Linear(dataset.features[m].shape[1], d)
                                        for m in self.modalities})
@@ -70,7 +93,12 @@ class MMSSL(Model):
         self.w_q = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, d)))
         self.w_k = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, d)))
         self.w_cat = nn.Parameter(nn.init.xavier_uniform_(torch.empty(config.n_heads * d, d)))
-        self.discriminator = Discriminator(n_items, config.leaky_slope, config.d_dropout1,
+        if self.sketched:  # the critic reads rows projected onto sketch_dim (sketch.py)
+            self.sketch = make_sketch(config.sketch_kind, n_items, config.sketch_dim,
+                                      config.sketch_nnz, config.sketch_seed)
+            self._real_rows = RealRowSketcher(self.sketch)
+        critic_inputs = config.sketch_dim if self.sketched else n_items
+        self.discriminator = Discriminator(critic_inputs, config.leaky_slope, config.d_dropout1,
                                            config.d_dropout2, config.d_output_scale)
         self.structure = ModalityGraphs(self.modalities, n_users, n_items)
         self.k = max(config.graph_topk_min, math.floor(n_items * config.topk_rate))
@@ -115,22 +143,32 @@ class MMSSL(Model):
         """
         cfg = self.config
         user_modal, item_modal, s_views, t_views = [], [], [], []
+        empty = self.structure.all_empty()
         for j, m in enumerate(self.modalities):
             h = self.dropout(self.encoders[module_key(m)](getattr(self, f"features_{j}")))
             u_m = self.A_ui @ h
             user_modal.append(u_m)
             item_modal.append(self.A_iu @ u_m)
-            graph = self.modality_graph(m)
-            if graph is None:  # an empty G_m propagates nothing
+            graph = None if empty else self.modality_graph(m)
+            if empty:  # every G_m is empty: views of zeros, without their memory
+                s_views.append(self.user_embedding.new_zeros(1, cfg.embed_dim).expand(self.n_users, -1))
+            elif graph is None:  # an empty G_m propagates nothing
                 s_views.append(torch.zeros_like(self.user_embedding))
                 t_views.append(torch.zeros_like(self.item_embedding))
             else:
                 s_views.append(graph[0] @ self.item_embedding)
                 t_views.append(graph[1] @ self.user_embedding)
-        fused_user = self.attention(torch.stack(s_views)).mean(0)
-        fused_item = self.attention(torch.stack(t_views)).mean(0)
-        u = self.user_embedding + cfg.id_fusion_rate * F.normalize(fused_user, dim=1)
-        i = self.item_embedding + cfg.id_fusion_rate * F.normalize(fused_item, dim=1)
+        if empty:
+            # The attention of zero views is zero and adds nothing (E + 0.36 * l2norm(0) = E);
+            # its weights still get their exact zero gradients, so the optimiser (weight decay,
+            # moments) moves them exactly as the full computation would.
+            zero = 0.0 * (self.w_q.sum() + self.w_k.sum() + self.w_cat.sum())
+            u, i = self.user_embedding + zero, self.item_embedding + zero
+        else:
+            fused_user = self.attention(torch.stack(s_views)).mean(0)
+            fused_item = self.attention(torch.stack(t_views)).mean(0)
+            u = self.user_embedding + cfg.id_fusion_rate * F.normalize(fused_user, dim=1)
+            i = self.item_embedding + cfg.id_fusion_rate * F.normalize(fused_item, dim=1)
         users, items = [u], [i]
         for layer in range(cfg.n_layers):
             u = self.A_ui @ i
@@ -144,7 +182,7 @@ class MMSSL(Model):
         u = torch.stack(users).mean(0) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in user_modal)
         i = torch.stack(items).mean(0) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in item_modal)
         return {"user": u, "item": i, "user_modal": user_modal, "item_modal": item_modal,
-                "user_graph": s_views}
+                "user_graph": s_views, "graphs_empty": empty}
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The final u* and i*."""
@@ -226,6 +264,13 @@ class MMSSL(Model):
         denom = refl.sum(1) + between.sum(1) - refl.diagonal()
         return -torch.log(between.diagonal() / denom + 1e-8).mean()
 
+    def contrastive_constant(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """contrastive_loss(zeros, anchor): every similarity is exp(0) = 1, so each user's term
+        is -log(1 / (2n - 1) + 1e-8); computed with the same float operations, to the bit."""
+        one = like.new_ones(n)
+        denom = one * n + one * n - one
+        return -torch.log(one / denom + 1e-8).mean()
+
     def on_epoch_start(self, epoch: int) -> None:
         """Steps are counted per epoch (the official graph rule)."""
         self._step = 0
@@ -235,22 +280,18 @@ class MMSSL(Model):
         cfg = self.config
         users, pos, neg = batch.users, batch.pos_items, batch.neg_items
         out = self.forward()  # one forward serves both players: D's update changes no model weight
-        observed, obs_rows, obs_cols = self._observed(users)
+        if self.sketched:
+            observed = None
+            obs_rows, obs_cols = self._observed_pairs(users)
+        else:
+            observed, obs_rows, obs_cols = self._observed(users)
         views = [(u_m[users], i_m) for u_m, i_m in zip(out["user_modal"], out["item_modal"])]
 
-        # Real rows: noisy observed rows plus the model's own preferences.
-        with torch.no_grad():
-            gumbel = -torch.log(-torch.log(torch.rand_like(observed) + 1e-8) + 1e-8)
-            real = torch.softmax(observed + (cfg.gumbel_scale / cfg.real_tau) * gumbel, dim=1)
-            real = real + cfg.real_pref_scale * self.preference_rows(users, out["user"].detach(),
-                                                                     out["item"].detach(), observed)
-            real = F.normalize(real, dim=1)
-
-        # Discriminator step (WGAN-GP); fake rows are each modality's preferences, detached.
-        weight = self.discriminator.input.weight
-        fake = torch.cat([fake_hidden(p.detach(), q.detach(), obs_rows, obs_cols, weight)
-                          for p, q in views])
-        d_loss = self.discriminator_loss(real, fake)
+        # Discriminator step (WGAN-GP): real rows against each modality's (detached) preferences.
+        if self.sketched:
+            d_loss = self._critic_loss_sketched(users, out, views, obs_rows, obs_cols)
+        else:
+            d_loss = self._critic_loss_exact(users, out, views, observed, obs_rows, obs_cols)
         d_optimizer = optimizers["discriminator"]
         d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -262,11 +303,19 @@ class MMSSL(Model):
         bpr = log_sigmoid_bpr((u_b * p_b).sum(1), (u_b * n_b).sum(1))
         emb_reg = cfg.emb_reg * (u_b.square().sum() + p_b.square().sum() + n_b.square().sum()) / (2 * cfg.batch_size)
         feat_reg = cfg.feat_reg * sum(x.square().sum() for x in out["item_modal"] + out["user_modal"]) / (2 * self.n_items)
-        cl = sum(self.contrastive_loss(s[users], u_b) for s in out["user_graph"])
+        if out["graphs_empty"]:  # zero views: the loss is a constant, its value computed cheaply
+            cl = sum(self.contrastive_constant(len(users), u_b) for _ in self.modalities)
+        else:
+            cl = sum(self.contrastive_loss(s[users], u_b) for s in out["user_graph"])
         self.discriminator.requires_grad_(False)  # gradients flow to the rows, not to D
-        weight = weight.detach()
-        hidden = torch.cat([fake_hidden(p, q, obs_rows, obs_cols, weight) for p, q in views])
-        adv = -self.discriminator.from_hidden(hidden + self.discriminator.input.bias).mean()
+        critic = self.discriminator
+        if self.sketched:
+            fake = torch.cat([project_preferences(p, q, obs_rows, obs_cols, self.sketch) for p, q in views])
+            adv = -critic(fake).mean()
+        else:
+            weight = critic.input.weight.detach()
+            hidden = torch.cat([fake_hidden(p, q, obs_rows, obs_cols, weight) for p, q in views])
+            adv = -critic.from_hidden(hidden + critic.input.bias).mean()
         self.discriminator.requires_grad_(True)
         loss = bpr + emb_reg + feat_reg + cfg.cl_weight * cl + cfg.adv_weight * adv
         optimizer = optimizers["recommender"]
@@ -275,13 +324,55 @@ class MMSSL(Model):
         optimizer.step()
 
         if cfg.graph_mode == "official":
-            self._official_graph_step(self._step, users, out, observed)
+            self._official_graph_step(self._step, users, out, observed, obs_rows, obs_cols)
         self._step += 1
         return {"loss": loss.item(), "bpr": bpr.item(), "cl": float(cl.detach()), "adv": adv.item(),
                 "d_loss": d_loss.item()}
 
+    def _critic_loss_exact(self, users, out, views, observed, obs_rows, obs_cols) -> torch.Tensor:
+        """The authors' critic loss over dense (B, I) real rows; fake rows stay factored."""
+        cfg = self.config
+        with torch.no_grad():  # real rows: noisy observed rows plus the model's own preferences
+            gumbel = -torch.log(-torch.log(torch.rand_like(observed) + 1e-8) + 1e-8)
+            real = torch.softmax(observed + (cfg.gumbel_scale / cfg.real_tau) * gumbel, dim=1)
+            real = real + cfg.real_pref_scale * self.preference_rows(users, out["user"].detach(),
+                                                                     out["item"].detach(), observed)
+            real = F.normalize(real, dim=1)
+        weight = self.discriminator.input.weight
+        fake = torch.cat([fake_hidden(p.detach(), q.detach(), obs_rows, obs_cols, weight)
+                          for p, q in views])
+        return self.discriminator_loss(real, fake)
+
+    def _critic_loss_sketched(self, users, out, views, obs_rows, obs_cols) -> torch.Tensor:
+        """The critic loss on sketched rows: nothing of size (B, I) is formed."""
+        cfg, critic = self.config, self.discriminator
+        with torch.no_grad():
+            real = sketched_real_rows(out["user"][users].detach(), out["item"].detach(), obs_rows,
+                                      obs_cols, self.n_items, self._real_rows,
+                                      cfg.gumbel_scale / cfg.real_tau, cfg.real_pref_scale)
+            fake = torch.cat([project_preferences(p.detach(), q.detach(), obs_rows, obs_cols,
+                                                  self.sketch) for p, q in views])
+        weight = critic.input.weight
+        h_real = F.linear(real, weight).repeat(len(self.modalities), 1)
+        h_fake = F.linear(fake, weight)
+        return critic.wgan_gp_loss(h_real, h_fake, weight @ weight.T, cfg.gp_lambda, cfg.gp_weight)
+
+    def _topk_items(self, users: torch.Tensor, user: torch.Tensor, item: torch.Tensor,
+                    observed: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's k best items under sim(users; user, item), in row chunks of at most
+        BLOCK_ELEMENTS scores (``observed``: the dense rows, when the caller has them)."""
+        if observed is not None and len(users) * self.n_items <= BLOCK_ELEMENTS:
+            return topk_edges(users, self.preference_rows(users, user, item, observed), self.k)
+        rows_at_once = max(1, BLOCK_ELEMENTS // self.n_items)
+        parts = []
+        for start in range(0, len(users), rows_at_once):
+            chunk = users[start:start + rows_at_once]
+            parts.append(topk_edges(chunk, self.preference_rows(chunk, user, item,
+                                                                 self._observed(chunk)[0]), self.k))
+        return np.concatenate([r for r, _ in parts]), np.concatenate([c for _, c in parts])
+
     def _official_graph_step(self, step: int, users: torch.Tensor, out: dict[str, Any],
-                             observed: torch.Tensor) -> None:
+                             observed: torch.Tensor | None, obs_rows=None, obs_cols=None) -> None:
         """The code's rule: every T steps rebuild G_m from the edges gathered since the last
         rebuild; on the other steps gather each batch user's top-k items (departure 4)."""
         if step % self.config.graph_refresh_steps == 0 and step != 0:
@@ -289,14 +380,14 @@ class MMSSL(Model):
         elif self.k > 0:
             with torch.no_grad():
                 for j, m in enumerate(self.modalities):
-                    block = self.preference_rows(users, out["user_modal"][j].detach(),
-                                                 out["item_modal"][j].detach(), observed)
-                    self.structure.pending[m].append(topk_edges(users, block, self.k))
+                    self.structure.pending[m].append(self._topk_items(
+                        users, out["user_modal"][j].detach(), out["item_modal"][j].detach(), observed))
 
     def refresh_graphs(self, batch_size: int = 1024) -> None:
         """Rebuild every G_m from all users' top-k items under sim(u_m, i_m) (refresh mode)."""
         was_training = self.training
         self.eval()
+        batch_size = max(1, min(batch_size, BLOCK_ELEMENTS // self.n_items))
         with torch.no_grad():
             out = self.forward()
             for j, m in enumerate(self.modalities):

@@ -1,0 +1,265 @@
+"""MMSSL at catalogue scale: seconds per training step and per epoch, peak memory and validation
+time against the number of items, for the exact and the sketched discriminator, fp32 and bf16.
+
+    python benchmarks/scale.py [--items 1682,6710,18357,100000,1000000] [--modes exact,sketch]
+                               [--precisions fp32,bf16] [--device cpu] [--steps 5] [--threads 2]
+
+Each size is a planted dataset (benchmarks only: users in clusters, items of their cluster,
+cluster-centred features) with about 2 I users, 15 interactions per user (10 to 20 in most
+users), and modalities of 384 and 128 dimensions; MMSSL ``official`` with the authors'
+settings. Every (size, mode, precision) runs in its own process, so the peak resident memory it
+reports is its own (dataset and model included). The first two steps of an epoch are left out
+of the step time: the official structure-learning rule gathers and rebuilds its graphs there
+(once per epoch; method page, departure 4). Seconds per epoch are the step time times the
+epoch's steps (n_train / B + 1). Validation ranks every item for up to 10,000 users with
+validation items.
+
+``exact`` is not run beyond the first size where it passes 60 s per step or 20 GB, or where
+its critic alone (4 copies of an I x I/4 matrix: weights, gradient, two Adam moments) would
+pass 20 GB. The last line printed is a JSON list of records {items, mode, precision,
+step_seconds, epoch_seconds, peak_rss_mb, valid_seconds}; the log-log plot goes to --plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXACT_LIMIT_SECONDS = 60.0
+EXACT_LIMIT_MB = 20 * 1024
+VALID_USERS = 10_000
+
+
+def scale_dataset(n_items: int, cache: Path | None, seed: int = 0):
+    """A planted dataset of ``n_items`` items and 2 * n_items users (cached as .npy files)."""
+    from mmssl.data.dataset import Dataset
+
+    n_users = 2 * n_items
+    folder = cache / f"planted-{n_items}-{seed}" if cache else None
+    names = ("users", "items", "split", "text", "image")
+    if folder is not None and all((folder / f"{n}.npy").exists() for n in names):
+        arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
+    else:
+        arrays = _generate(n_users, n_items, seed)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            for n, a in arrays.items():
+                np.save(folder / f"{n}.npy", a)
+    return Dataset(users=np.asarray(arrays["users"]), items=np.asarray(arrays["items"]),
+                   split=np.asarray(arrays["split"]),
+                   user_ids=np.char.mod("u%d", np.arange(n_users)),
+                   item_ids=np.char.mod("i%d", np.arange(n_items)),
+                   features={"text": np.asarray(arrays["text"]), "image": np.asarray(arrays["image"])},
+                   info={"source_format": "generated", "split": "planted", "seed": seed})
+
+
+def _generate(n_users: int, n_items: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    clusters = 16
+    per_user = rng.integers(10, 21, size=n_users)  # 10 to 20 interactions per user
+    users = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
+    user_cluster = rng.integers(clusters, size=n_users)
+    in_cluster = rng.random(len(users)) < 0.9
+    per_cluster = n_items // clusters
+    own = user_cluster[users] + clusters * rng.integers(per_cluster, size=len(users))
+    items = np.where(in_cluster, own, rng.integers(n_items, size=len(users))).astype(np.int64)
+    keys = np.unique(users * n_items + items)  # drop repeated (user, item) pairs
+    users, items = keys // n_items, keys % n_items
+    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
+    counts = np.diff(np.r_[starts, len(users)])
+    rank = np.arange(len(users)) - np.repeat(starts, counts)
+    split = np.zeros(len(users), dtype=np.int8)
+    split[rank == 0] = 2  # one test and one valid interaction per user
+    split[rank == 1] = 1
+    item_cluster = np.arange(n_items) % clusters
+    features = {}
+    for name, dim in (("text", 384), ("image", 128)):
+        centroids = rng.standard_normal((clusters, dim), dtype=np.float32)
+        f = rng.standard_normal((n_items, dim), dtype=np.float32)
+        f *= 0.5
+        f += centroids[item_cluster]
+        features[name] = f
+    return {"users": users, "items": items, "split": split, **features}
+
+
+def measure(items: int, mode: str, precision: str, steps: int, threads: int, device: str,
+            cache: Path | None) -> dict:
+    """One (size, mode, precision) in this process: step, epoch, validation, peak memory."""
+    import torch
+
+    from mmssl.config import build_config
+    from mmssl.evaluation import rank_metrics
+    from mmssl.models import create_model
+    from mmssl.models.mmssl import MMSSLConfig
+    from mmssl.runtime import peak_memory_mb, resolve_device
+    from mmssl.training.sampler import BprSampler
+
+    if threads:
+        torch.set_num_threads(threads)
+    ds = scale_dataset(items, cache)
+    dev = resolve_device(device)
+    torch.manual_seed(0)
+    config = build_config(MMSSLConfig, {"discriminator": mode, "precision": precision})
+    model = create_model("mmssl", ds, config).to(dev)
+    optimizers = model.configure_optimizers()
+    sampler = BprSampler(ds.matrix("train"), config.batch_size, "user",
+                         torch.Generator().manual_seed(0), model.users_with_replacement)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    model.train()
+    model.on_epoch_start(0)
+    batches = iter(sampler.epoch())
+    times = []
+    for step in range(steps + 2):
+        batch = next(batches).to(dev)
+        sync()
+        t = time.perf_counter()
+        model.training_step(batch, optimizers)
+        sync()
+        if step >= 2:  # steps 0 and 1: the official rule's once-per-epoch graph work
+            times.append(time.perf_counter() - t)
+    step_seconds = statistics.median(times)
+
+    model.eval()
+    valid = ds.matrix("valid")
+    users = np.flatnonzero(np.diff(valid.indptr))[:VALID_USERS]
+    keep = np.zeros(ds.n_users, dtype=np.float32)
+    keep[users] = 1
+    import scipy.sparse as sp
+
+    truth = sp.diags(keep) @ valid  # only the chosen users have held-out items
+    sync()
+    t = time.perf_counter()
+    with torch.no_grad():
+        scorer = model.scorer()
+        result = rank_metrics(scorer, ds.matrix("train"), sp.csr_matrix(truth), ks=(20,),
+                              device=dev)
+    sync()
+    valid_seconds = time.perf_counter() - t
+    record = {"items": items, "mode": mode, "precision": precision,
+              "step_seconds": round(step_seconds, 4),
+              "epoch_seconds": round(step_seconds * sampler.steps_per_epoch(), 1),
+              "peak_rss_mb": peak_memory_mb(), "valid_seconds": round(valid_seconds, 3),
+              "users": ds.n_users, "interactions": int(len(ds.users)),
+              "valid_users": int(result["users"]), "steps_timed": len(times)}
+    if dev.type == "cuda":
+        record["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    return record
+
+
+def exact_fits(items: int) -> bool:
+    """The exact critic alone: weights, gradient and two Adam moments of I x I/4 floats."""
+    return 4 * items * (items // 4) * 4 / 2**20 <= EXACT_LIMIT_MB
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every configuration in its own process; print a table, then the JSON records."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--items", default="1682,6710,18357,100000,1000000",
+                   help="catalogue sizes (default: 1682,6710,18357,100000,1000000)")
+    p.add_argument("--modes", default="exact,sketch", help="default: exact,sketch")
+    p.add_argument("--precisions", default="fp32,bf16", help="default: fp32,bf16")
+    p.add_argument("--device", default="cpu", help="default: cpu")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per configuration (default: 5)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.add_argument("--cache", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "mmssl-scale"),
+                   help="where generated datasets are kept between processes")
+    p.add_argument("--plot", default="docs/scale.png", help="log-log plot (default: docs/scale.png)")
+    p.add_argument("--worker", nargs=3, metavar=("ITEMS", "MODE", "PRECISION"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    cache = Path(args.cache) if args.cache else None
+    if args.worker:
+        items, mode, precision = int(args.worker[0]), args.worker[1], args.worker[2]
+        print(json.dumps(measure(items, mode, precision, args.steps, args.threads, args.device, cache)))
+        return 0
+
+    print(f"{platform.processor() or platform.machine()}; {_cpu_name()}; torch threads "
+          f"{args.threads or 'default'}; device {args.device}", flush=True)
+    records, stopped = [], set()
+    for items in [int(x) for x in args.items.split(",")]:
+        for mode in args.modes.split(","):
+            for precision in args.precisions.split(","):
+                if mode == "exact" and (precision in stopped or not exact_fits(items)):
+                    print(f"{items:>9} {mode:<7}{precision:<5} skipped (exact stopped: 60 s per "
+                          f"step or 20 GB at a smaller size, or its critic alone passes 20 GB)",
+                          flush=True)
+                    continue
+                cmd = [sys.executable, __file__, "--worker", str(items), mode, precision,
+                       "--steps", str(args.steps), "--threads", str(args.threads),
+                       "--device", args.device, "--cache", args.cache]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+                    print(f"{items:>9} {mode:<7}{precision:<5} failed: {tail}", flush=True)
+                    if mode == "exact":
+                        stopped.add(precision)
+                    continue
+                r = json.loads(done.stdout.strip().splitlines()[-1])
+                records.append(r)
+                print(f"{items:>9} {mode:<7}{precision:<5} step {r['step_seconds']:>8.3f} s   "
+                      f"epoch {r['epoch_seconds']:>10.1f} s   peak {r['peak_rss_mb']:>6} MB   "
+                      f"valid {r['valid_seconds']:>7.2f} s ({r['valid_users']} users)", flush=True)
+                if mode == "exact" and (r["step_seconds"] > EXACT_LIMIT_SECONDS
+                                        or r["peak_rss_mb"] > EXACT_LIMIT_MB):
+                    stopped.add(precision)
+    if args.plot and records:
+        plot(records, Path(args.plot))
+        print(f"plot: {args.plot}")
+    keys = ("items", "mode", "precision", "step_seconds", "epoch_seconds", "peak_rss_mb", "valid_seconds")
+    print(json.dumps([{k: r[k] for k in keys} for r in records]))
+    return 0
+
+
+def plot(records: list[dict], path: Path) -> None:
+    """Step time and peak memory against the number of items, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for mode, precision in sorted({(r["mode"], r["precision"]) for r in records}):
+        rs = sorted((r for r in records if (r["mode"], r["precision"]) == (mode, precision)),
+                    key=lambda r: r["items"])
+        x = [r["items"] for r in rs]
+        style = "-o" if mode == "sketch" else "--s"
+        ax1.plot(x, [r["step_seconds"] for r in rs], style, label=f"{mode} {precision}")
+        ax2.plot(x, [r["peak_rss_mb"] / 1024 for r in rs], style, label=f"{mode} {precision}")
+    ax1.set(xscale="log", yscale="log", xlabel="items", ylabel="seconds per training step",
+            title="MMSSL training step")
+    ax2.set(xscale="log", yscale="log", xlabel="items", ylabel="peak resident memory (GB)",
+            title="peak memory")
+    for ax in (ax1, ax2):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"MMSSL official, planted data, about 2 I users; {_cpu_name()}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

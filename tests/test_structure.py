@@ -28,7 +28,7 @@ ALLOWED = {
     "data": ("mmssl.data", *BASE),
     "features": ("mmssl.features", "mmssl.data", *BASE),
     "datasets": ("mmssl.datasets", "mmssl.data", "mmssl.features", *BASE),
-    "models": ("mmssl.models", "mmssl.data", *BASE),
+    "models": ("mmssl.models", "mmssl.data", "mmssl.runtime", *BASE),
     "evaluation": ("mmssl.evaluation", "mmssl.data", *BASE),
     "training": ("mmssl.training", "mmssl.models", "mmssl.evaluation", "mmssl.data",
                  "mmssl.runtime", *BASE),

@@ -206,18 +206,13 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
     net = _build(resolved, ds, create_model)
     if run_dir is not None:
         run_dir.create(overwrite)
+        if resolved.data is None:  # a dataset only in memory: the run keeps a copy of it
+            from mmssl.data.dataset import save_dataset
+
+            save_dataset(ds, run_dir / "dataset")
+            resolved = replace(resolved, data="dataset")  # relative to the run folder
         run_dir.write_config(_config_values(resolved, ds))
-    _notes(net, run_dir, progress, echo)
     return _train(resolved, net, ds, run_dir, resume=False, progress=progress, echo=echo)
-
-
-def _notes(net, run_dir: RunDirectory | None, progress: bool, echo) -> None:
-    """The model's build-time choices: into log.jsonl, and shown when showing progress."""
-    for note in getattr(net, "notes", []):
-        if run_dir is not None:
-            run_dir.append_log({"event": "note", "text": note})
-        if progress:
-            (echo or print)(f"{net.name}: {note}")
 
 
 def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None = None,

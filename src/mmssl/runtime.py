@@ -51,6 +51,23 @@ def resolve_device(name: str):
     return device
 
 
+def fast_bf16(device) -> tuple[bool, str]:
+    """Whether bfloat16 products run fast on ``device``, and why: CUDA, and CPUs with AMX or
+    AVX512-BF16 do; other CPUs and MPS do not (their bfloat16 is emulated or partial)."""
+    import torch
+
+    if device.type == "cuda":
+        return True, f"CUDA ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        amx = bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+        avx = bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
+        if amx or avx:
+            return True, "CPU with " + " and ".join(n for n, ok in (("AMX", amx), ("AVX512-BF16", avx)) if ok)
+        return False, "CPU without AMX or AVX512-BF16"
+    return False, f"{device.type} device"
+
+
 def peak_memory_mb() -> int | None:
     """Peak resident memory of this process so far, in MB (None where unknown)."""
     try:
@@ -63,4 +80,4 @@ def peak_memory_mb() -> int | None:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
 
 
-__all__ = ["peak_memory_mb", "resolve_device", "seed_everything", "set_threads"]
+__all__ = ["fast_bf16", "peak_memory_mb", "resolve_device", "seed_everything", "set_threads"]

@@ -196,6 +196,22 @@ def test_learning_rate_schedule_steps_only_in_paper():
         assert (lr < 5.5e-4) is stepped
 
 
+def test_precision_auto_follows_the_hardware_and_says_so(monkeypatch):
+    import mmssl.runtime as runtime
+
+    ds = planted_dataset(n_users=30, n_items=40, n_interactions=300)
+    for fast, word in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(runtime, "fast_bf16", lambda device, fast=fast: (fast, "test CPU"))
+        model = make_model(ds, precision="auto")
+        model.on_device(torch.device("cpu"))
+        assert model.bf16 is fast
+        assert f"precision: auto chose {word} (test CPU)" in model.notes
+    assert runtime.fast_bf16.__name__ == "<lambda>"
+    monkeypatch.undo()
+    chosen, why = runtime.fast_bf16(torch.device("cpu"))  # the real check on this machine
+    assert isinstance(chosen, bool) and why.startswith("CPU")
+
+
 def test_bf16_precision_runs_and_stays_close():
     ds = planted_dataset(n_users=30, n_items=40, n_interactions=300)
     fp32 = run_steps(make_model(ds, variant="official"), ds, 1)[0]

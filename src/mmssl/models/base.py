@@ -101,6 +101,9 @@ class Model(nn.Module):
         optimizer.step()
         return {k: v.item() for k, v in losses.items()}
 
+    def on_device(self, device: torch.device) -> None:
+        """Called by the trainer once the model is on its device (choices that depend on it)."""
+
     def on_epoch_start(self, epoch: int) -> None:
         """Called before each training epoch (per-epoch graphs, counters)."""
 

@@ -89,7 +89,8 @@ class SparseGraph(nn.Module):
         return cls(m.tocsr(), device)
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        return _GraphProduct.apply(x, self)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return _GraphProduct.apply(x.float() if x.dtype == torch.bfloat16 else x, self)
 
     def extra_repr(self) -> str:
         """Shape and stored entries, for ``print(model)``."""
@@ -136,9 +137,13 @@ def sparse_product(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
     """S @ X, S (n_rows, m) sparse with entries ``values`` at (rows, cols), X (m, d) dense.
 
     Differentiable in ``values`` and ``dense``. The entries must be coalesced and sorted by
-    (row, col), as ``coalesce`` returns them. Returns (n_rows, d).
+    (row, col), as ``coalesce`` returns them. Returns (n_rows, d). Runs in float32 (or
+    float64) even under autocast: CPU sparse kernels have no bfloat16.
     """
-    return _SparseValuesProduct.apply(values, rows, cols, dense, n_rows)
+    with torch.autocast(device_type=dense.device.type, enabled=False):
+        if dense.dtype in (torch.bfloat16, torch.float16):
+            dense = dense.float()
+        return _SparseValuesProduct.apply(values.to(dense.dtype), rows, cols, dense, n_rows)
 
 
 class _SparseValuesProduct(torch.autograd.Function):
@@ -183,8 +188,12 @@ def sampled_dot(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor,
     pattern, without a (nnz, d) gather. Differentiable in p and q.
 
     The pairs must be sorted by (row, col) (as a CSR matrix stores them); p (n, d), q (m, d).
+    Runs in float32 (or float64) even under autocast.
     """
-    return _SampledDot.apply(p, q, rows, cols)
+    with torch.autocast(device_type=p.device.type, enabled=False):
+        if p.dtype in (torch.bfloat16, torch.float16):
+            p, q = p.float(), q.float()
+        return _SampledDot.apply(p, q, rows, cols)
 
 
 class _SampledDot(torch.autograd.Function):

@@ -73,6 +73,12 @@ class Trainer:
         run = self.run
         device = resolve_device(run.device)
         model.to(device)
+        model.on_device(device)
+        for note in model.notes:  # choices made while building: in the log, and shown
+            if self.run_dir is not None and not resume:
+                self.run_dir.append_log({"event": "note", "text": note})
+            if self.progress:
+                self.echo(f"{model.name}: {note}")
         if model.learned:
             optimizers = _as_dict(model.configure_optimizers())
             schedulers = model.configure_schedulers(optimizers)

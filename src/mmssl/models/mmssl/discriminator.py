@@ -8,10 +8,12 @@ where a low-rank or sparse form exists: see :func:`fake_hidden` and
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from mmssl.models.graph import sparse_product
+from mmssl.models.graph import sampled_dot, sparse_product
 
 
 class FastDropout(nn.Dropout):
@@ -22,7 +24,19 @@ class FastDropout(nn.Dropout):
         """x with each entry zeroed with probability p, the rest scaled by 1 / (1 - p)."""
         if not self.training or self.p == 0:
             return x
-        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
+        if x.dtype == torch.bfloat16:  # 16 random bits per entry: 4 entries per 64-bit draw
+            keep = uniform16(x.shape, x.device) >= round(self.p * 65536) - 32768
+        else:
+            keep = torch.rand(x.shape, dtype=torch.float32, device=x.device) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
+def uniform16(shape, device) -> torch.Tensor:
+    """int16 uniform on [-32768, 32767], four per 64-bit draw: a quarter of the generator's
+    work of float32 uniforms (the bfloat16 path's dropout masks and noise)."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None)
+    return bits.view(torch.int16)[:n].view(shape)
 
 
 class Discriminator(nn.Module):
@@ -78,11 +92,11 @@ class Discriminator(nn.Module):
         norm with respect to an interpolate x is ||delta W|| = sqrt(delta (W W^T) delta^T),
         delta the gradient with respect to the first layer's output.
         """
-        bias = self.input.bias
+        bias = self.input.bias.to(h_real.dtype)
         d_real = self.from_hidden(h_real + bias).mean()
         d_fake = self.from_hidden(h_fake + bias).mean()
         if alpha is None:
-            alpha = torch.rand(len(h_fake), 1, device=h_fake.device)
+            alpha = torch.rand(len(h_fake), 1, device=h_fake.device).to(h_fake.dtype)
         h_mixed = alpha * h_real + (1 - alpha) * h_fake + bias
         (delta,) = torch.autograd.grad(self.from_hidden(h_mixed).sum(), h_mixed, create_graph=True)
         squared_norm = ((delta @ gram) * delta).sum(1)
@@ -92,7 +106,8 @@ class Discriminator(nn.Module):
 
 
 def fake_hidden(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                weight: torch.Tensor) -> torch.Tensor:
+                weight: torch.Tensor, sampled: bool = False,
+                weight_t: torch.Tensor | None = None) -> torch.Tensor:
     """The product of fake rows with ``weight.T``, without forming the rows.
 
     A fake row is l2norm((p Q^T) * (1 - r)) with p (d,) a user's modality view, Q (I, d) the
@@ -101,16 +116,29 @@ def fake_hidden(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, cols: torc
     a sparse part, not a (B, I) by (I, k) product. The same holds for any linear map of the
     rows, so ``weight`` may be the critic's first layer (k = I/4) or a sketch P^T (k = p).
 
-    Args: p (B, d); q (I, d); rows, cols: observed (batch row, item) pairs; weight (k, I).
-    Returns (B, k), equal to ``l2norm((p @ q.T) * (1 - R)) @ weight.T``.
+    Args: p (B, d); q (I, d); rows, cols: observed (batch row, item) pairs, sorted; weight
+    (k, I); sampled: the observed scores by sampled dot products, never a (B, I) block (as
+    above ``_GATHER_LIMIT`` scores); otherwise gathered from p Q^T (the float32 exact path).
+    Returns (B, k), equal to ``l2norm((p @ q.T) * (1 - R)) @ weight.T``. Under bfloat16
+    autocast the low-rank product runs in bfloat16, the norms and the sparse part in float32.
+    ``weight_t``: ``weight.T`` already made contiguous, to share between calls.
     """
-    observed_scores = (p @ q.T)[rows, cols] if len(p) * len(q) <= _GATHER_LIMIT else \
-        (p[rows] * q[cols]).sum(1)  # S's values (a gather beats B x nnz dot products on small I)
-    squared = ((p @ (q.T @ q)) * p).sum(1)  # ||p Q^T||^2
+    if weight_t is None:
+        weight_t = weight.T
+    if sampled or len(p) * len(q) > _GATHER_LIMIT:
+        observed_scores = sampled_dot(p, q, rows, cols)
+    else:
+        observed_scores = _wide((p @ q.T)[rows, cols])  # a gather beats B x nnz dot products
+    squared = (_wide(p @ (q.T @ q)) * p).sum(1)  # ||p Q^T||^2
     squared = squared - torch.zeros_like(squared).index_add(0, rows, observed_scores.square())
     inv_norm = 1.0 / squared.clamp_min(0).sqrt().clamp_min(1e-12)  # as F.normalize
-    sparse_part = sparse_product(rows, cols, observed_scores, weight.T, len(p))
-    return inv_norm[:, None] * (p @ (q.T @ weight.T) - sparse_part)
+    sparse_part = sparse_product(rows, cols, observed_scores, weight_t, len(p))
+    return inv_norm[:, None] * (p @ (q.T @ weight_t) - sparse_part)
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision results of autocast products; other dtypes as they are."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 # Above this many scores (B x I), the observed scores are dot products, not a gather from a
@@ -118,4 +146,4 @@ def fake_hidden(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, cols: torc
 _GATHER_LIMIT = 4_000_000
 
 
-__all__ = ["Discriminator", "FastDropout", "fake_hidden"]
+__all__ = ["Discriminator", "FastDropout", "fake_hidden", "uniform16"]

@@ -29,9 +29,9 @@ from torch import nn
 
 from mmssl.data.dataset import Dataset
 from mmssl.models.base import Batch, Model, Optimizers, module_key
-from mmssl.models.losses import log_sigmoid_bpr
+from mmssl.models.losses import info_nce, info_nce_of_zeros, log_sigmoid_bpr
 from mmssl.models.mmssl.config import MMSSLConfig, resolve_config
-from mmssl.models.mmssl.discriminator import Discriminator, fake_hidden
+from mmssl.models.mmssl.discriminator import Discriminator, fake_hidden, uniform16
 from mmssl.models.mmssl.sketch import (
     RealRowSketcher,
     make_sketch,
@@ -249,27 +249,27 @@ class MMSSL(Model):
         """
         cfg, critic = self.config, self.discriminator
         weight = critic.input.weight
-        with self._autocast():
-            h_real = F.linear(real, weight)
-        h_real = h_real.to(fake_hidden.dtype).repeat(len(self.modalities), 1)
+        if self.bf16:  # the critic's products and layers in bfloat16, its weights kept in float32
+            w16 = weight.to(torch.bfloat16)
+            h_real = F.linear(real.to(torch.bfloat16), w16).repeat(len(self.modalities), 1)
+            with self._autocast():
+                return critic.wgan_gp_loss(h_real, fake_hidden.to(torch.bfloat16), w16 @ w16.T,
+                                           cfg.gp_lambda, cfg.gp_weight, alpha).float()
+        h_real = F.linear(real, weight).repeat(len(self.modalities), 1)
         return critic.wgan_gp_loss(h_real, fake_hidden, weight @ weight.T, cfg.gp_lambda,
                                    cfg.gp_weight, alpha)
 
     def contrastive_loss(self, view: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
         """InfoNCE between a modality view and the final embedding of the same users, (B, d) each."""
-        z1, z2 = F.normalize(view, dim=1), F.normalize(anchor, dim=1)
-        tau = self.config.cl_temperature
-        refl = torch.exp(z1 @ z1.T / tau)
-        between = torch.exp(z1 @ z2.T / tau)
-        denom = refl.sum(1) + between.sum(1) - refl.diagonal()
-        return -torch.log(between.diagonal() / denom + 1e-8).mean()
+        return info_nce(view, anchor, self.config.cl_temperature)
 
-    def contrastive_constant(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        """contrastive_loss(zeros, anchor): every similarity is exp(0) = 1, so each user's term
-        is -log(1 / (2n - 1) + 1e-8); computed with the same float operations, to the bit."""
-        one = like.new_ones(n)
-        denom = one * n + one * n - one
-        return -torch.log(one / denom + 1e-8).mean()
+    def on_device(self, device: torch.device) -> None:
+        """precision: auto picks bf16 where its products run fast on ``device``, and says so."""
+        if self.config.precision == "auto":
+            from mmssl.runtime import fast_bf16
+
+            self.bf16, why = fast_bf16(device)
+            self.notes.append(f"precision: auto chose {'bf16' if self.bf16 else 'fp32'} ({why})")
 
     def on_epoch_start(self, epoch: int) -> None:
         """Steps are counted per epoch (the official graph rule)."""
@@ -304,7 +304,7 @@ class MMSSL(Model):
         emb_reg = cfg.emb_reg * (u_b.square().sum() + p_b.square().sum() + n_b.square().sum()) / (2 * cfg.batch_size)
         feat_reg = cfg.feat_reg * sum(x.square().sum() for x in out["item_modal"] + out["user_modal"]) / (2 * self.n_items)
         if out["graphs_empty"]:  # zero views: the loss is a constant, its value computed cheaply
-            cl = sum(self.contrastive_constant(len(users), u_b) for _ in self.modalities)
+            cl = sum(info_nce_of_zeros(len(users), u_b) for _ in self.modalities)
         else:
             cl = sum(self.contrastive_loss(s[users], u_b) for s in out["user_graph"])
         self.discriminator.requires_grad_(False)  # gradients flow to the rows, not to D
@@ -314,8 +314,13 @@ class MMSSL(Model):
             adv = -critic(fake).mean()
         else:
             weight = critic.input.weight.detach()
-            hidden = torch.cat([fake_hidden(p, q, obs_rows, obs_cols, weight) for p, q in views])
-            adv = -critic.from_hidden(hidden + critic.input.bias).mean()
+            weight_t = weight.T.contiguous() if self.bf16 else None
+            with self._autocast():
+                hidden = torch.cat([fake_hidden(p, q, obs_rows, obs_cols, weight, sampled=self.bf16,
+                                                weight_t=weight_t) for p, q in views])
+                if self.bf16:
+                    hidden = hidden.to(torch.bfloat16)
+                adv = -critic.from_hidden(hidden + critic.input.bias.to(hidden.dtype)).mean()
         self.discriminator.requires_grad_(True)
         loss = bpr + emb_reg + feat_reg + cfg.cl_weight * cl + cfg.adv_weight * adv
         optimizer = optimizers["recommender"]
@@ -333,14 +338,26 @@ class MMSSL(Model):
         """The authors' critic loss over dense (B, I) real rows; fake rows stay factored."""
         cfg = self.config
         with torch.no_grad():  # real rows: noisy observed rows plus the model's own preferences
-            gumbel = -torch.log(-torch.log(torch.rand_like(observed) + 1e-8) + 1e-8)
+            if self.bf16:  # uniforms from 16 random bits: the noise is 2e-3 of the scores
+                uniform = (uniform16(observed.shape, observed.device).float() + 32768.5) / 65536
+            else:
+                uniform = torch.rand_like(observed)
+            gumbel = -torch.log(-torch.log(uniform + 1e-8) + 1e-8)
             real = torch.softmax(observed + (cfg.gumbel_scale / cfg.real_tau) * gumbel, dim=1)
-            real = real + cfg.real_pref_scale * self.preference_rows(users, out["user"].detach(),
-                                                                     out["item"].detach(), observed)
-            real = F.normalize(real, dim=1)
+            if self.bf16:  # the rest in bfloat16, what the critic reads
+                with self._autocast():
+                    scores = out["user"].detach()[users] @ out["item"].detach().T
+                prefs = F.normalize(scores * (1 - observed.to(torch.bfloat16)), dim=1)
+                real = F.normalize(real.to(torch.bfloat16) + cfg.real_pref_scale * prefs, dim=1)
+            else:
+                real = real + cfg.real_pref_scale * self.preference_rows(
+                    users, out["user"].detach(), out["item"].detach(), observed)
+                real = F.normalize(real, dim=1)
         weight = self.discriminator.input.weight
-        fake = torch.cat([fake_hidden(p.detach(), q.detach(), obs_rows, obs_cols, weight)
-                          for p, q in views])
+        weight_t = weight.T.contiguous() if self.bf16 else None  # shared by the calls below
+        with self._autocast():
+            fake = torch.cat([fake_hidden(p.detach(), q.detach(), obs_rows, obs_cols, weight,
+                                          sampled=self.bf16, weight_t=weight_t) for p, q in views])
         return self.discriminator_loss(real, fake)
 
     def _critic_loss_sketched(self, users, out, views, obs_rows, obs_cols) -> torch.Tensor:

@@ -159,8 +159,7 @@ def _parsers(parser: argparse.ArgumentParser, path: str):
 
 def _groups_of_mine():
     top = build_parser()
-    for path, parser in _parsers(top, "mmssl"):
-        yield path, parser
+    yield from _parsers(top, "mmssl")
 
 
 def test_help_has_no_rest_markup_and_states_defaults():

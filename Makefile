@@ -1,5 +1,6 @@
 # Two entry points: `make demo` (install, then run the main job end to end) and
-# `make test` (install with dev extras, then run the test suite).
+# `make test` (install with dev extras, then run the test suite). `make docs` builds the
+# documentation site into site/ (warnings are errors).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 # the package's torch range is already satisfied.
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: demo test install install-dev lint clean
+.PHONY: demo test docs install install-dev install-docs lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +26,15 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[dev,text]"
 	touch $@
 
+$(VENV)/.installed-docs: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[docs,text]"
+	touch $@
+
 install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
+
+install-docs: $(VENV)/.installed-docs
 
 demo: install
 	$(BIN)/mmssl demo
@@ -35,8 +42,13 @@ demo: install
 test: install-dev
 	$(BIN)/pytest
 
+# NO_MKDOCS_2_WARNING: Material prints a notice about MkDocs 2 on every build; it is not a
+# warning about this site.
+docs: install-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

@@ -184,7 +184,8 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
         **settings: any setting by its flat name, e.g. ``epochs=50, lr=0.01, protocol="mmssl"``.
 
     Raises:
-        ConfigError, DataError: before anything is written, for bad settings or data.
+        ConfigError: before anything is written, for a bad setting.
+        DataError: before anything is written, for bad data.
     """
     from mmssl.models import create_model, get_model_class
 

@@ -27,10 +27,11 @@ class Dataset:
     """Interactions with their split, item modalities and id maps.
 
     Attributes:
-        users, items: int64 (n_interactions,) user and item indices.
+        users: int64 (n_interactions,) user indices.
+        items: int64 (n_interactions,) item indices.
         split: int8 (n_interactions,) 0 train, 1 valid, 2 test.
-        user_ids, item_ids: original ids (as strings) in index order; their lengths are
-            n_users and n_items.
+        user_ids: original user ids (as strings) in index order; its length is n_users.
+        item_ids: original item ids (as strings) in index order; its length is n_items.
         features: modality name -> float32 (n_items, dim).
         timestamps: optional float64 (n_interactions,).
         info: provenance: ``source``, ``split`` protocol, ``seed``, notes from the importer.
@@ -100,10 +101,18 @@ class Dataset:
             split: split spec (``"random:8:1:1"``, ``"user-time:8:1:1"``,
                 ``"global-time:T1:T2"``), or None when ``split_col`` gives the split.
             seed: seed of the random split.
+            user_col: the user id column.
+            item_col: the item id column (also of ``items`` and of feature DataFrames).
+            time_col: optional timestamp column (numbers or dates), for time splits and
+                de-duplication.
+            split_col: optional column with the split (``train``/``valid``/``test`` or 0/1/2).
+            rating_col: optional rating column, for ``threshold``.
             threshold: keep interactions with ``rating_col >= threshold``.
-            kcore: keep the k-core; dedup: ``"first"`` or ``"last"`` of repeated pairs.
+            kcore: keep the k-core (users and items with at least ``kcore`` interactions).
+            dedup: ``"first"`` or ``"last"`` of repeated (user, item) pairs.
+
         Raises:
-            DataError in one line naming the column, the row and the problem.
+            DataError: in one line, naming the column, the row and the problem.
         """
         from mmssl.data.readers.csv import dataset_from_frame
 

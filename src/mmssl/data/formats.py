@@ -61,12 +61,14 @@ def import_dataset(
             recbole use their rating and timestamp columns when present; csv only the ones
             named. For mmssl and mmrec, when no feature is given every ``*_feat.npy`` of the
             source directory is used.
+
     Returns:
         The dataset; ``info`` holds source format and path, split protocol and seed, counts and
         notes (duplicates removed, whitespace stripped from ids, cold users and items, zero
         feature rows, ...).
+
     Raises:
-        DataError with a one-line message naming the file, the line or field, and the problem.
+        DataError: a one-line message naming the file, the line or field, and the problem.
     """
     if fmt not in READERS:
         raise DataError(f"unknown format {fmt!r} (known: {', '.join(IMPORT_FORMATS)})")

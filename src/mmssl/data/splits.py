@@ -71,6 +71,7 @@ def holdout_counts(
     Args:
         n: int (n_users,) interactions per user.
         ratios: (train, valid, test) proportions, any positive scale (8:1:1 or 0.8:0.1:0.1).
+
     Returns:
         (n_valid, n_test), int64 arrays shaped like ``n``; see the module docstring for the rule.
     """

@@ -68,8 +68,10 @@ def prepare(
             downloaded (and cached).
         overwrite: replace an existing ``dest``.
         progress: print what is happening to stderr.
+
     Returns:
         ``dest``.
+
     Raises:
         DataError (unknown name, existing dest, bad or unreachable sources; one line naming
         what was tried), ConfigError (the ``text`` extra is not installed).

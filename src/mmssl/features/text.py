@@ -175,6 +175,7 @@ def text_features(
         item_ids: original item ids in output row order.
         template: e.g. ``"{title} ({year}). Genres: {genres:list}."`` (module docstring).
         model: a local SentenceTransformer directory; default the packaged all-MiniLM-L6-v2.
+
     Returns:
         FeatureMatrix with values float32 (n_items, dim), dim 384 for the default model.
     """

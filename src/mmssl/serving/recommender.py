@@ -41,8 +41,11 @@ class Recommender:
     """Dot-product top-k over all items, excluding each user's training items by default.
 
     Args:
-        user_ids, item_ids: original ids in index order, (n_users,) and (n_items,).
-        user_factors, item_factors: (n_users, d) and (n_items, d); score = user @ item.
+        user_ids (Sequence[str]): original user ids in index order, (n_users,).
+        item_ids (Sequence[str]): original item ids in index order, (n_items,).
+        user_factors: (n_users, d); the score of user u for item i is
+            ``user_factors[u] @ item_factors[i]``.
+        item_factors: (n_items, d).
         seen: (n_users, n_items) sparse matrix of each user's training items.
         source: what to name in error messages (a file or run).
     """

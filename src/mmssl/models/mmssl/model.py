@@ -113,7 +113,11 @@ class MMSSL(Model):
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Cross-modal multi-head self-attention over modality views.
 
-        Args: x: (M, N, d) one view per modality. Returns (M, N, d).
+        Args:
+            x: (M, N, d), one view per modality.
+
+        Returns:
+            (M, N, d), the attended views.
         """
         cfg, (n_mod, n, d) = self.config, x.shape
         h, dh = cfg.n_heads, d // cfg.n_heads
@@ -137,7 +141,7 @@ class MMSSL(Model):
     def forward(self) -> dict[str, Any]:
         """Full propagation.
 
-        Returns a dict with ``user`` (U, d) and ``item`` (I, d): the final u*, i*;
+        Returns a dict with ``user`` (U, d) and ``item`` (I, d): the final ``u*``, ``i*``;
         ``user_modal``/``item_modal``: lists of (U, d)/(I, d) modality views u_m, i_m;
         ``user_graph``: list of (U, d) modality-aware ID views s_m.
         """

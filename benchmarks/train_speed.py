@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from mmssl.runtime import cpu_name
 
 SPORTS = {"n_users": 35598, "n_items": 18357, "n_interactions": 256308,
           "modalities": {"image": 4096, "text": 384}}
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(measure(args, *args.one)))
         return 0
-    print(f"{_cpu_name()}; torch threads {args.threads or 'default'}; "
+    print(f"{cpu_name()}; torch threads {args.threads or 'default'}; "
           f"data {args.generate or args.data}", flush=True)
     print(f"{'variant':<9} {'mode':<7} {'precision':<9} {'s/epoch':>9} {'s/valid':>8} "
           f"{'peak MB':>8}  epochs (s); valid R@20", flush=True)
@@ -157,15 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(records))
     return 0
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def scale_dataset(n_items: int, cache: Path | None, seed: int = 0):
     folder = cache / f"planted-{n_items}-{seed}" if cache else None
     names = ("users", "items", "split", "text", "image")
     if folder is not None and all((folder / f"{n}.npy").exists() for n in names):
-        arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
+        arrays = {n: np.load(folder / f"{n}.npy") for n in names}  # in memory: the model shares them
     else:
         arrays = _generate(n_users, n_items, seed)
         if folder is not None:

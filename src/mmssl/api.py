@@ -147,9 +147,7 @@ class TrainedModel:
             out = RunDirectory(tmp)
             data = self.settings.data
             if data is None:
-                from mmssl.data.dataset import save_dataset
-
-                save_dataset(self.dataset, tmp / "dataset")
+                _save_copy(self.dataset, tmp / "dataset")
                 data = "dataset"  # relative to the run folder
             out.write_config(_config_values(replace(self.settings, data=data), self.dataset))
             for record in self.history:
@@ -208,9 +206,7 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
     if run_dir is not None:
         run_dir.create(overwrite)
         if resolved.data is None:  # a dataset only in memory: the run keeps a copy of it
-            from mmssl.data.dataset import save_dataset
-
-            save_dataset(ds, run_dir / "dataset")
+            _save_copy(ds, run_dir / "dataset")
             resolved = replace(resolved, data="dataset")  # relative to the run folder
         run_dir.write_config(_config_values(resolved, ds))
     return _train(resolved, net, ds, run_dir, resume=False, progress=progress, echo=echo)
@@ -308,6 +304,17 @@ def _dataset(dataset: Dataset | str | os.PathLike) -> tuple[Dataset, str | None]
         return dataset, str(Path(path).resolve()) if path else None
     ds = load_dataset(dataset)
     return ds, str(Path(dataset).resolve())
+
+
+def _save_copy(ds: Dataset, folder: Path) -> None:
+    """Save ``ds`` into a run's folder without making that the caller's dataset's home."""
+    from mmssl.data.dataset import save_dataset
+
+    home = ds.path
+    try:
+        save_dataset(ds, folder)
+    finally:
+        ds.path = home
 
 
 def _settings_from(values: dict[str, Any], run_dir: RunDirectory) -> Settings:

@@ -117,8 +117,20 @@ class MMSSL(Model):
             x: (M, N, d), one view per modality.
 
         Returns:
-            (M, N, d), the attended views.
+            (M, N, d), the attended views. Each of the N rows is independent, so a large N is
+            done in chunks whose (H, M, chunk, d) intermediates are recomputed in the backward
+            pass instead of kept (activation checkpointing): memory O(M N d), not O(H M N d).
         """
+        n_mod, n, d = x.shape
+        rows = max(1, BLOCK_ELEMENTS // (2 * n_mod * self.config.n_heads * d))
+        if n <= rows:
+            return self._attention(x)
+        from torch.utils.checkpoint import checkpoint
+
+        return torch.cat([checkpoint(self._attention, chunk, use_reentrant=False)
+                          for chunk in x.split(rows, dim=1)], dim=1)
+
+    def _attention(self, x: torch.Tensor) -> torch.Tensor:
         cfg, (n_mod, n, d) = self.config, x.shape
         h, dh = cfg.n_heads, d // cfg.n_heads
         q = (x @ self.w_q).reshape(n_mod, n, h, dh).permute(2, 0, 1, 3)  # (H, M, N, dh)
@@ -162,12 +174,14 @@ class MMSSL(Model):
             else:
                 s_views.append(graph[0] @ self.item_embedding)
                 t_views.append(graph[1] @ self.user_embedding)
+        zero = None
         if empty:
             # The attention of zero views is zero and adds nothing (E + 0.36 * l2norm(0) = E);
-            # its weights still get their exact zero gradients, so the optimiser (weight decay,
-            # moments) moves them exactly as the full computation would.
+            # its weights still get their exact zero gradients (through out["zero"], added to
+            # the loss), so the optimiser (weight decay, moments) moves them exactly as the full
+            # computation would.
             zero = 0.0 * (self.w_q.sum() + self.w_k.sum() + self.w_cat.sum())
-            u, i = self.user_embedding + zero, self.item_embedding + zero
+            u, i = self.user_embedding, self.item_embedding
         else:
             fused_user = self.attention(torch.stack(s_views)).mean(0)
             fused_item = self.attention(torch.stack(t_views)).mean(0)
@@ -183,10 +197,11 @@ class MMSSL(Model):
                 i = torch.softmax(i, dim=1)
             users.append(u)
             items.append(i)
-        u = torch.stack(users).mean(0) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in user_modal)
-        i = torch.stack(items).mean(0) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in item_modal)
+        # the mean of the layers as a running sum: no (L + 1, N, d) stack at large N
+        u = sum(users) / len(users) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in user_modal)
+        i = sum(items) / len(items) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in item_modal)
         return {"user": u, "item": i, "user_modal": user_modal, "item_modal": item_modal,
-                "user_graph": s_views, "graphs_empty": empty}
+                "user_graph": s_views, "graphs_empty": empty, "zero": zero}
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The final u* and i*."""
@@ -327,6 +342,8 @@ class MMSSL(Model):
                 adv = -critic.from_hidden(hidden + critic.input.bias.to(hidden.dtype)).mean()
         self.discriminator.requires_grad_(True)
         loss = bpr + emb_reg + feat_reg + cfg.cl_weight * cl + cfg.adv_weight * adv
+        if out["zero"] is not None:
+            loss = loss + out["zero"]  # +0: the attention weights' zero gradients (see forward)
         optimizer = optimizers["recommender"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

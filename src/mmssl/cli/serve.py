@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="add new items before ranking: NAME=FILE.npy per modality, or an .npz "
                           "of arrays named by modality, one row per item, ids new-1, new-2, ... "
                           "(repeatable; default: none)")
-    _hand_over(rec, lambda a: a.all or a.out or a.show or a.new_item, _recommend)
+    _hand_over(rec, lambda a: a.all or a.out or a.show or a.new_item or not a.user, _recommend)
 
     ev = sub.choices["evaluate"]
     ev.add_argument("--cold-items", action="store_true",

@@ -6,7 +6,7 @@ and both take new items at any time (``add``), which later searches return like 
 
 - :class:`ExactIndex` scores every item (one matrix product per batch of queries).
 - :class:`FaissIndex` (``pip install 'mmssl[serve]'``) is an IVF index (``IndexIVFFlat``,
-  inner product, ``nlist ~ 4 sqrt(n)`` lists, ``nprobe`` of them searched) or an HNSW graph
+  inner product, ``nlist ~ sqrt(n)`` lists, ``nprobe`` of them searched) or an HNSW graph
   (``IndexHNSWFlat``, inner product). It asks for ``k`` plus the query's excluded items and
   filters, asking again with more when the exclusions leave fewer than ``k``.
 
@@ -16,6 +16,7 @@ and both take new items at any time (``add``), which later searches return like 
 
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 
@@ -145,7 +146,7 @@ class FaissIndex:
         except ImportError:
             raise ConfigError("--index faiss needs faiss-cpu: pip install 'mmssl[serve]'") from None
         self._faiss = faiss
-        faiss.omp_set_num_threads(max(1, int(threads)))
+        faiss.omp_set_num_threads(os.cpu_count() or 1)  # building uses every core
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, d = vectors.shape
         self.kind = f"faiss-{kind}"
@@ -156,7 +157,7 @@ class FaissIndex:
             index.hnsw.efSearch = ef_search
             self.detail = f"HNSW, M 32, efSearch {ef_search}"
         elif kind == "ivf":
-            nlist = int(max(1, min(n // 39, 4 * np.sqrt(n))))
+            nlist = int(max(1, min(n // 39, np.sqrt(n))))
             quantizer = faiss.IndexFlatIP(d)
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(seed)
@@ -169,6 +170,7 @@ class FaissIndex:
             raise ConfigError(f"FAISS index kind must be ivf or hnsw, got {kind!r}")
         index.add(vectors)
         self._index, self._ef = index, ef_search
+        faiss.omp_set_num_threads(max(1, int(threads)))  # searching: the server's threads
 
     def __len__(self) -> int:
         return int(self._index.ntotal)

@@ -79,3 +79,15 @@ def test_import_with_cold_items_on_the_command_line(sources, tmp_path, capsys):
                  "--cold-items", "0.34", "--seed", "3"]) == 0
     assert "held out" in capsys.readouterr().out
     assert load_cold_items(dest).n_items == 2 and load_dataset(dest).n_items == 4
+
+
+@pytest.mark.real_data
+def test_ml100k_mm_with_a_tenth_of_the_items_held_out(shared_data, tmp_path):
+    dest = tmp_path / "ml100k-cold"
+    assert main(["data", "import", "--format", "recbole", str(shared_data / "raw"), str(dest),
+                 "--split", "random:8:1:1", "--seed", "2022", "--cold-items", "0.1",
+                 "--feature", f"text={shared_data / 'mmrec' / 'text_feat.npy'}"]) == 0
+    warm, cold = load_dataset(dest), load_cold_items(dest)
+    assert (warm.n_items, cold.n_items, len(cold.users)) == (1514, 168, 11756)
+    assert warm.item_table.columns.tolist() == ["item_id", "movie_title", "release_year", "class"]
+    assert cold.item_table["movie_title"].str.len().gt(0).all()

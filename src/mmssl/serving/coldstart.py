@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,8 @@ class ColdStart:
         model: the model's name.
     """
 
-    def __init__(self, item_ids, modalities: dict[str, int], knn_features: np.ndarray | None,
+    def __init__(self, item_ids: Sequence[str], modalities: dict[str, int],
+                 knn_features: np.ndarray | None,
                  content: dict | None = None, text: dict | None = None, model: str = "",
                  source: str = "coldstart"):
         self.item_ids = np.asarray(item_ids).astype(str)

@@ -231,16 +231,16 @@ class Service:
             zeros.append(zero)
         features = {m: np.concatenate([r[m] for r in rows]) for m in self.cold.modalities}
         vectors = self.cold.item_vectors(features, self.rec.item_factors)
-        with self._write:
-            self.index.add(vectors)
+        with self._write:  # ids and vectors first: a search may return the items at once
             self._new = np.concatenate([self._new, vectors])
             for item, spec in zip(ids, items):
-                self._item_index[item] = len(self.item_ids)
-                self.item_ids.append(item)
-                self.new_items[item] = self.cold.method
                 meta = {str(c): str(v) for c, v in (spec.get("metadata") or {}).items()}
                 if meta:
                     self.metadata[item] = meta
+                self.item_ids.append(item)
+                self._item_index[item] = len(self.item_ids) - 1
+                self.new_items[item] = self.cold.method
+            self.index.add(vectors)
         return [{"id": i, "method": self.cold.method, "zero_modalities": z}
                 for i, z in zip(ids, zeros)]
 

@@ -178,3 +178,23 @@ def test_openapi_docs_and_the_page_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and "mmssl serve" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
+
+
+def test_with_the_faiss_index_seen_items_stay_out_and_new_items_come_in(vbpr_run, data):
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed: pip install 'mmssl[serve]'")
+    from .conftest import Server
+
+    server = Server(vbpr_run, "--index", "faiss").wait()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("/health").json()["index"] == "faiss-ivf"
+            seen = set(data.item_ids[data.matrix("train")[5].indices])
+            items = client.get("/recommend", params={"user": "u5", "k": 20}).json()["items"]
+            assert len(items) == 20 and not seen & {i["id"] for i in items}
+            best = client.get("/recommend", params={"user": "u5", "k": 1}).json()["items"][0]["id"]
+            features = {m: np.asarray(f)[data.item_index(best)].tolist() for m, f in data.features.items()}
+            assert client.post("/items", json={"id": "faiss-new", "features": features}).status_code == 201
+            items = client.get("/recommend", params={"user": "u5", "k": 20}).json()["items"]
+            assert "faiss-new" in {i["id"] for i in items}
+    finally:
+        server.stop()

@@ -37,6 +37,7 @@ from mmssl.config import (
 )
 from mmssl.data.dataset import Dataset, load_dataset
 from mmssl.errors import ConfigError, DataError
+from mmssl.serving.coldstart import export_for_serving  # serving: coldstart.npz, items.tsv
 from mmssl.serving.recommender import FILE_NAME, Recommendation, Recommender
 from mmssl.training import rundir as files
 from mmssl.training.rundir import RunDirectory
@@ -160,6 +161,7 @@ class TrainedModel:
             if self.metrics is not None:
                 out.write_metrics(self.metrics)
             self.recommender().save(tmp / FILE_NAME)
+            export_for_serving(self.model, self.dataset, tmp)  # serving: new items, titles
             _plot(out, self.history, self.run.select, self.metrics)
         return path
 
@@ -406,6 +408,7 @@ def _train(resolved: Settings, net, ds: Dataset, run_dir: RunDirectory | None, r
     if run_dir is not None:
         (run_dir / FILE_NAME).unlink(missing_ok=True)
         Recommender.from_model(net, ds, source=str(run_dir.path)).save(run_dir / FILE_NAME)
+        export_for_serving(net, ds, run_dir.path)  # serving: new items, titles
         run_dir.write_metrics(metrics)
         _plot(run_dir, trainer.history, resolved.run.select, metrics)
     return trained

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmssl.data.dataset import Dataset
-from mmssl.models.base import Batch, Model, Optimizers, module_key
+from mmssl.models.base import Batch, ContentPath, Model, Optimizers, module_key
 from mmssl.models.losses import info_nce, info_nce_of_zeros, log_sigmoid_bpr
 from mmssl.models.mmssl.config import MMSSLConfig, resolve_config
 from mmssl.models.mmssl.discriminator import Discriminator, fake_hidden, uniform16
@@ -207,6 +207,12 @@ class MMSSL(Model):
         """The final u* and i*."""
         out = self.forward()
         return out["user"], out["item"]
+
+    def content_path(self) -> ContentPath:
+        """A new item's i*: h_m = encoder_m(f_m) for i_m, plus what the layers give an item without interactions (softmax of zeros); docs/serving.md."""
+        cfg, d, encoders = self.config, self.config.embed_dim, [self.encoders[module_key(m)] for m in self.modalities]
+        offset = np.full(d, 1.0 / (d * (cfg.n_layers + 1)), dtype=np.float32) if cfg.n_layers else None
+        return ContentPath.of_linear("sum_l2norm", self.modalities, encoders, scale=cfg.modality_rate, offset=offset)
 
     # ---------------------------------------------------------------- training
     def configure_optimizers(self) -> Optimizers:

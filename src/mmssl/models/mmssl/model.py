@@ -38,16 +38,16 @@ from mmssl.models.mmssl.sketch import (
     project_preferences,
     sketched_real_rows,
 )
-from mmssl.models.mmssl.structure import ModalityGraphs, row_normalised, topk_edges
+from mmssl.models.mmssl.structure import ModalityGraphs, StructureLearning, row_normalised
 from mmssl.models.registry import register
 
-# Dense blocks (rows x items) are cut into row chunks of at most this many scores: at 1M items a
-# block of 16 users, never a (B, I) block where B is the batch.
-BLOCK_ELEMENTS = 1 << 24
+# Above this many elements of the attention's (2, M, N, d) intermediates, it runs in checkpointed
+# chunks of users (at 2M users and 2 modalities: 62 chunks of 32,768).
+ATTENTION_BLOCK = 1 << 24
 
 
 @register("mmssl")
-class MMSSL(Model):
+class MMSSL(StructureLearning, Model):
     """Modality-aware user preferences from adversarial structure learning and cross-modal
     contrastive learning, on top of a graph recommender."""
 
@@ -122,7 +122,7 @@ class MMSSL(Model):
             pass instead of kept (activation checkpointing): memory O(M N d), not O(H M N d).
         """
         n_mod, n, d = x.shape
-        rows = max(1, BLOCK_ELEMENTS // (2 * n_mod * self.config.n_heads * d))
+        rows = max(1, ATTENTION_BLOCK // (2 * n_mod * self.config.n_heads * d))
         if n <= rows:
             return self._attention(x)
         from torch.utils.checkpoint import checkpoint
@@ -238,26 +238,6 @@ class MMSSL(Model):
         if not self.bf16:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
-    def _observed(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """R[users]: dense 0/1 rows (B, I) and the (batch row, item) index pairs of their ones."""
-        rows, cols = self._observed_pairs(users)
-        dense = torch.zeros(len(users), self.n_items, device=self.device)
-        dense[rows, cols] = 1.0
-        return dense, rows, cols
-
-    def _observed_pairs(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (batch row, item) pairs of R[users]'s ones, int64 on the model's device."""
-        sub = self.train_csr[users.cpu().numpy()].tocoo()
-        return (torch.from_numpy(sub.row).long().to(self.device),
-                torch.from_numpy(sub.col).long().to(self.device))
-
-    def preference_rows(self, users: torch.Tensor, user: torch.Tensor, item: torch.Tensor,
-                        observed: torch.Tensor) -> torch.Tensor:
-        """sim(users; P, Q) = l2norm((P[users] Q^T) * (1 - R[users])), (B, I)."""
-        with self._autocast():
-            scores = user[users] @ item.T
-        return F.normalize(scores.float() * (1.0 - observed), dim=1)
 
     def fake_hidden(self, p, q, rows, cols, weight) -> torch.Tensor:
         """First-layer products of fake rows (see :func:`discriminator.fake_hidden`)."""
@@ -400,51 +380,6 @@ class MMSSL(Model):
         h_real = F.linear(real, weight).repeat(len(self.modalities), 1)
         h_fake = F.linear(fake, weight)
         return critic.wgan_gp_loss(h_real, h_fake, weight @ weight.T, cfg.gp_lambda, cfg.gp_weight)
-
-    def _topk_items(self, users: torch.Tensor, user: torch.Tensor, item: torch.Tensor,
-                    observed: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Each user's k best items under sim(users; user, item), in row chunks of at most
-        BLOCK_ELEMENTS scores (``observed``: the dense rows, when the caller has them)."""
-        if observed is not None and len(users) * self.n_items <= BLOCK_ELEMENTS:
-            return topk_edges(users, self.preference_rows(users, user, item, observed), self.k)
-        rows_at_once = max(1, BLOCK_ELEMENTS // self.n_items)
-        parts = []
-        for start in range(0, len(users), rows_at_once):
-            chunk = users[start:start + rows_at_once]
-            parts.append(topk_edges(chunk, self.preference_rows(chunk, user, item,
-                                                                 self._observed(chunk)[0]), self.k))
-        return np.concatenate([r for r, _ in parts]), np.concatenate([c for _, c in parts])
-
-    def _official_graph_step(self, step: int, users: torch.Tensor, out: dict[str, Any],
-                             observed: torch.Tensor | None, obs_rows=None, obs_cols=None) -> None:
-        """The code's rule: every T steps rebuild G_m from the edges gathered since the last
-        rebuild; on the other steps gather each batch user's top-k items (departure 4)."""
-        if step % self.config.graph_refresh_steps == 0 and step != 0:
-            self.structure.rebuild_from_pending()
-        elif self.k > 0:
-            with torch.no_grad():
-                for j, m in enumerate(self.modalities):
-                    self.structure.pending[m].append(self._topk_items(
-                        users, out["user_modal"][j].detach(), out["item_modal"][j].detach(), observed))
-
-    def refresh_graphs(self, batch_size: int = 1024) -> None:
-        """Rebuild every G_m from all users' top-k items under sim(u_m, i_m) (refresh mode)."""
-        was_training = self.training
-        self.eval()
-        batch_size = max(1, min(batch_size, BLOCK_ELEMENTS // self.n_items))
-        with torch.no_grad():
-            out = self.forward()
-            for j, m in enumerate(self.modalities):
-                rows, cols = [], []
-                for start in range(0, self.n_users, batch_size):
-                    users = torch.arange(start, min(start + batch_size, self.n_users), device=self.device)
-                    block = self.preference_rows(users, out["user_modal"][j], out["item_modal"][j],
-                                                 self._observed(users)[0])
-                    r, c = topk_edges(users, block, self.k)
-                    rows.append(r)
-                    cols.append(c)
-                self.structure.set(m, np.concatenate(rows), np.concatenate(cols))
-        self.train(was_training)
 
     def on_epoch_end(self, epoch: int) -> None:
         """Refresh mode rebuilds every user's G_m every ``graph_refresh_epochs`` epochs."""

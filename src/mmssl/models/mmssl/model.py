@@ -117,18 +117,28 @@ class MMSSL(StructureLearning, Model):
             x: (M, N, d), one view per modality.
 
         Returns:
-            (M, N, d), the attended views. Each of the N rows is independent, so a large N is
-            done in chunks whose (H, M, chunk, d) intermediates are recomputed in the backward
-            pass instead of kept (activation checkpointing): memory O(M N d), not O(H M N d).
+            (M, N, d), the attended views.
+        """
+        return self._attention(x)
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        """l2norm(mean over modalities of attention(x)): the (N, d) fused view of (M, N, d) views.
+
+        Each of the N rows is independent, so a large N is done in chunks whose intermediates
+        ((H, M, chunk, d) attention, its (M, chunk, d) output and mean) are recomputed in the
+        backward pass instead of kept (activation checkpointing): memory O(N d) beside x.
         """
         n_mod, n, d = x.shape
         rows = max(1, ATTENTION_BLOCK // (2 * n_mod * self.config.n_heads * d))
         if n <= rows:
-            return self._attention(x)
+            return self._fused(x)
         from torch.utils.checkpoint import checkpoint
 
-        return torch.cat([checkpoint(self._attention, chunk, use_reentrant=False)
-                          for chunk in x.split(rows, dim=1)], dim=1)
+        return torch.cat([checkpoint(self._fused, chunk, use_reentrant=False)
+                          for chunk in x.split(rows, dim=1)])
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self._attention(x).mean(0), dim=1)
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
         cfg, (n_mod, n, d) = self.config, x.shape
@@ -180,13 +190,15 @@ class MMSSL(StructureLearning, Model):
             # its weights still get their exact zero gradients (through out["zero"], added to
             # the loss), so the optimiser (weight decay, moments) moves them exactly as the full
             # computation would.
-            zero = 0.0 * (self.w_q.sum() + self.w_k.sum() + self.w_cat.sum())
+            used = [self.w_q, self.w_cat] + ([] if cfg.attention_keys == "queries" else [self.w_k])
+            zero = 0.0 * sum(w.sum() for w in used)  # w_k is unused when keys are the queries
             u, i = self.user_embedding, self.item_embedding
         else:
-            fused_user = self.attention(torch.stack(s_views)).mean(0)
-            fused_item = self.attention(torch.stack(t_views)).mean(0)
-            u = self.user_embedding + cfg.id_fusion_rate * F.normalize(fused_user, dim=1)
-            i = self.item_embedding + cfg.id_fusion_rate * F.normalize(fused_item, dim=1)
+            s_stack, t_stack = torch.stack(s_views), torch.stack(t_views)
+            s_views = list(s_stack.unbind())  # views of the stack: no second copy kept
+            u = self.user_embedding + cfg.id_fusion_rate * self.fused(s_stack)
+            i = self.item_embedding + cfg.id_fusion_rate * self.fused(t_stack)
+            del s_stack, t_stack, t_views
         users, items = [u], [i]
         for layer in range(cfg.n_layers):
             u = self.A_ui @ i

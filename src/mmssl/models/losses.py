@@ -31,10 +31,10 @@ def embedding_norm_loss(*embeddings: torch.Tensor, batch: bool = True) -> torch.
     ``batch``: the matrices are rows of the training batch, so in distributed training the norms
     and the row count are the whole batch's; False for whole tables (BM3's), the same on every
     process."""
-    if batch and shards.current() is not None:
-        tiny = torch.finfo(embeddings[0].dtype).tiny  # sqrt has no gradient at 0; norm's is 0
-        norms = sum(shards.batch_sum(e.square().sum()).clamp_min(tiny).sqrt() for e in embeddings)
-        return norms / shards.batch_rows(embeddings[-1].shape[0])
+    if batch and shards.current() is not None:  # one all-reduce for every squared norm
+        squares = shards.batch_sum(torch.stack([e.square().sum() for e in embeddings]))
+        tiny = torch.finfo(squares.dtype).tiny  # sqrt has no gradient at 0; norm's is 0
+        return squares.clamp_min(tiny).sqrt().sum() / shards.batch_rows(embeddings[-1].shape[0])
     return sum(torch.linalg.norm(e) for e in embeddings) / embeddings[-1].shape[0]
 
 
@@ -55,8 +55,9 @@ def info_nce(view: torch.Tensor, anchor: torch.Tensor, tau: float) -> torch.Tens
     if shard is not None:
         own = torch.arange(len(z1), device=z1.device)
         at = own + shard.offset  # this process's users among the whole batch's
-        refl = torch.exp(z1 @ shards.gather_rows(z1).T / tau)  # (b, B)
-        between = torch.exp(z1 @ shards.gather_rows(z2).T / tau)
+        every = shards.gather_rows(torch.cat([z1, z2], dim=1))  # (B, 2d): one all-reduce
+        refl = torch.exp(z1 @ every[:, : z1.shape[1]].T / tau)  # (b, B)
+        between = torch.exp(z1 @ every[:, z1.shape[1]:].T / tau)
         denom = refl.sum(1) + between.sum(1) - refl[own, at]
         return -torch.log(between[own, at] / denom + 1e-8).mean()
     refl = torch.exp(z1 @ z1.T / tau)

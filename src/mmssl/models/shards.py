@@ -126,16 +126,14 @@ def batch_sum(x: torch.Tensor) -> torch.Tensor:
 
 
 def batch_rows(n: int) -> int:
-    """The number of rows of the whole batch, given this process's ``n`` (any multiple of its
-    batch rows, e.g. one row per user and modality); ``n`` outside distributed training."""
+    """The number of rows of the whole batch, given this process's ``n`` (its batch rows, as
+    many as it holds users or pairs); ``n`` outside distributed training. No communication."""
     shard = _active
     if shard is None:
         return n
-    import torch.distributed as dist
-
-    count = torch.tensor([n], dtype=torch.int64, device=_collective_device(shard.group))
-    dist.all_reduce(count, group=shard.group)
-    return int(count.item())
+    if n != shard.size:
+        raise ValueError(f"batch_rows: {n} rows, but this process holds {shard.size}")
+    return shard.total
 
 
 def gather_rows(x: torch.Tensor) -> torch.Tensor:
@@ -165,15 +163,6 @@ def concat(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     everyone: list[Any] = [None] * len(shard.sizes)
     dist.all_gather_object(everyone, [np.asarray(a) for a in arrays], group=shard.group)
     return tuple(np.concatenate([theirs[j] for theirs in everyone]) for j in range(len(arrays)))
-
-
-def _collective_device(group: Any) -> torch.device:
-    """Where a collective's tensors must live: the current CUDA device under NCCL, else CPU."""
-    import torch.distributed as dist
-
-    if dist.get_backend(group) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 __all__ = ["Shard", "backward", "batch_rows", "batch_sum", "concat", "current", "gather_rows",

@@ -38,8 +38,10 @@ class SyncedBatchNorm(nn.BatchNorm1d):
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x  # statistics in fp32 at least
-        count = shards.batch_rows(x.numel() // max(1, x.shape[1]))
-        mean = shards.batch_sum(xf.sum(dims)) / count
+        rows = xf.new_tensor([x.numel() // max(1, x.shape[1])])
+        sums = shards.batch_sum(torch.cat([xf.sum(dims), rows]))  # the rows counted alongside
+        count = float(sums[-1])
+        mean = sums[:-1] / count
         centred = xf - mean.view(shape)
         var = shards.batch_sum(centred.square().sum(dims)) / count
         y = centred * torch.rsqrt(var + self.eps).view(shape)

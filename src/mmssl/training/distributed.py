@@ -145,14 +145,13 @@ class Distributed:
             dist.all_gather_object(out, obj, group=self.group)
         return out
 
-    def sum_floats(self, values: dict[str, float], weight: float) -> dict[str, float]:
-        """Sum over the processes of ``weight * value`` for each key (a weight of 0 contributes
-        nothing, even where the value is not finite: an empty slice's means)."""
+    def sum_floats(self, values: dict[str, float]) -> dict[str, float]:
+        """The sum over the processes of each value."""
         import torch.distributed as dist
 
         keys = list(values)
-        local = torch.tensor([weight * values[k] if weight else 0.0 for k in keys],
-                             dtype=torch.float64, device=self._object_device())
+        local = torch.tensor([values[k] for k in keys], dtype=torch.float64,
+                             device=self._object_device())
         with self.guard("summing the losses"):
             dist.all_reduce(local, group=self.group)
         return dict(zip(keys, local.tolist()))
@@ -199,8 +198,10 @@ class Distributed:
         convert_batch_norm(model)
 
     def stepper(self, model: Model, optimizers: Optimizers) -> Callable[[ShardBatch], dict[str, float]]:
-        """The function that runs one training step on a slice and returns the whole batch's
-        losses: DDP for the default step, synchronised optimisers for a model's own step."""
+        """The function that runs one training step on a slice: DDP for the default step,
+        synchronised optimisers for a model's own step. It returns the slice's losses weighted
+        by its share of the batch (0 for an empty slice), so that their sum over the processes
+        (:meth:`sum_floats`, once an epoch) is the whole batches' losses."""
         if type(model).training_step is Model.training_step:
             step = _ddp_step(model, optimizers, self)  # DDP shares rank 0's weights itself
         else:
@@ -213,7 +214,8 @@ class Distributed:
         def run(item: ShardBatch) -> dict[str, float]:
             with self.guard("training"), shards.sharded(item.shard):
                 losses = step(item.batch.to(model.device))
-                return self.sum_floats(losses, item.shard.weight)
+            weight = item.shard.weight
+            return {k: v * weight if weight else 0.0 for k, v in losses.items()}
 
         return run
 

@@ -141,12 +141,16 @@ class Trainer:
             sums: dict[str, float] = {}
             bar = tqdm(sampler.epoch(), total=sampler.steps_per_epoch(), disable=not self.progress,
                        desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+            shown = 1 if dist is None else dist.world_size  # the bar: rank 0's slices, scaled
             for step, batch in enumerate(bar):
                 losses = step_fn(batch)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v
-                bar.set_postfix({k: f"{v / (step + 1):.4g}" for k, v in sums.items()}, refresh=False)
+                bar.set_postfix({k: f"{shown * v / (step + 1):.4g}" for k, v in sums.items()},
+                                refresh=False)
             bar.close()
+            if dist is not None:  # each process summed its slices' shares: now the batches'
+                sums = dist.sum_floats(sums)
             losses = {k: v / sampler.steps_per_epoch() for k, v in sums.items()}
             if not all(math.isfinite(v) for v in losses.values()):
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmssl.runtime import cpu_name
+
 EXACT_LIMIT_SECONDS = 60.0
 EXACT_LIMIT_MB = 20 * 1024
 VALID_USERS = 10_000
@@ -47,7 +49,7 @@ def scale_dataset(n_items: int, cache: Path | None, seed: int = 0):
     folder = cache / f"planted-{n_items}-{seed}" if cache else None
     names = ("users", "items", "split", "text", "image")
     if folder is not None and all((folder / f"{n}.npy").exists() for n in names):
-        arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
+        arrays = {n: np.load(folder / f"{n}.npy") for n in names}  # in memory: the model shares them
     else:
         arrays = _generate(n_users, n_items, seed)
         if folder is not None:
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(items, mode, precision, args.steps, args.threads, args.device, cache)))
         return 0
 
-    print(f"{platform.processor() or platform.machine()}; {_cpu_name()}; torch threads "
+    print(f"{platform.processor() or platform.machine()}; {cpu_name()}; torch threads "
           f"{args.threads or 'default'}; device {args.device}", flush=True)
     records, stopped = [], set()
     for items in [int(x) for x in args.items.split(",")]:
@@ -244,21 +246,12 @@ def plot(records: list[dict], path: Path) -> None:
     for ax in (ax1, ax2):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"MMSSL official, planted data, about 2 I users; {_cpu_name()}", fontsize=9)
+    fig.suptitle(f"MMSSL official, planted data, about 2 I users; {cpu_name()}", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mmssl.runtime import cpu_name
 
 SPORTS = {"n_users": 35598, "n_items": 18357, "n_interactions": 256308,
           "modalities": {"image": 4096, "text": 384}}
@@ -115,7 +116,7 @@ def measure(args: argparse.Namespace, variant: str, mode: str, precision: str) -
 def distributed(args: argparse.Namespace) -> int:
     """Each model trained by ``mmssl train --nproc N`` for every N: speed and validation."""
     counts = [int(n) for n in args.nproc.split(",")]
-    print(f"{_cpu_name()}; {len(counts)} process counts {counts}; torch threads per process "
+    print(f"{cpu_name()}; {len(counts)} process counts {counts}; torch threads per process "
           f"{args.threads or 'default'}; data {args.data}; seed {args.seed}", flush=True)
     print(f"{'model':<9} {'nproc':>5} {'s/epoch':>8} {'speed-up':>8} {'valid R@20':>10} "
           f"{'vs first':>8} {'best/epochs':>11} {'wall s':>7}  backend", flush=True)
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(measure(args, *args.one)))
         return 0
-    print(f"{_cpu_name()}; torch threads {args.threads or 'default'}; "
+    print(f"{cpu_name()}; torch threads {args.threads or 'default'}; "
           f"data {args.generate or args.data}", flush=True)
     print(f"{'variant':<9} {'mode':<7} {'precision':<9} {'s/epoch':>9} {'s/valid':>8} "
           f"{'peak MB':>8}  epochs (s); valid R@20", flush=True)
@@ -227,15 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(records))
     return 0
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

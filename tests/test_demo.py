@@ -21,3 +21,4 @@ def test_demo_prints_metrics_and_titled_recommendations(shared_data, tmp_path, m
     assert "== user 1: five favourite training movies" in out
     assert "Toy Story (1995)" in out or "(19" in out  # titles, not ids
     assert out.count("MMSSL's top-10 recommendations") == 2
+    assert out.rstrip().splitlines()[-1].strip() == f"mmssl serve --run {tmp_path / 'runs' / 'mmssl'}"

@@ -32,7 +32,9 @@ ALLOWED = {
     "evaluation": ("mmssl.evaluation", "mmssl.data", *BASE),
     "training": ("mmssl.training", "mmssl.models", "mmssl.evaluation", "mmssl.data",
                  "mmssl.runtime", *BASE),
-    "serving": ("mmssl.serving", *BASE),
+    # features.text only inside ColdStart.encode_text (raw text of a new item, with torch): the
+    # arrow points down the pipeline, and known users and items never load it
+    "serving": ("mmssl.serving", "mmssl.features.text", *BASE),
     "api.py": ("mmssl.__version__", "mmssl.api", "mmssl.data", "mmssl.models", "mmssl.evaluation",
                "mmssl.training", "mmssl.serving", "mmssl.runtime", *BASE),
     "experiments": ("mmssl.experiments", "mmssl.api", "mmssl.data", "mmssl.models",
@@ -40,6 +42,7 @@ ALLOWED = {
 }
 PACKAGES = tuple(k for k in ALLOWED if not k.endswith(".py"))
 MAX_LINES = 450
+OPTIONAL_EXTRAS = ("fastapi", "pydantic", "uvicorn", "starlette")  # mmssl[serve]: serving.app
 
 
 def _modules(package: str) -> list[Path]:
@@ -140,7 +143,12 @@ def test_every_public_function_class_and_method_has_a_docstring():
                          if not m.name.endswith("__main__")]
     for _ in (None,):
         for modname in names:
-            module = importlib.import_module(modname)
+            try:
+                module = importlib.import_module(modname)
+            except ModuleNotFoundError as e:  # a module of an optional extra not installed
+                if e.name in OPTIONAL_EXTRAS:
+                    continue
+                raise
             if not (module.__doc__ or "").strip():
                 missing.append(modname)
             for name, obj in _public_objects(module):

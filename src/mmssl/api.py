@@ -42,6 +42,7 @@ from mmssl.config import (
 )
 from mmssl.data.dataset import Dataset, load_dataset
 from mmssl.errors import ConfigError, DataError
+from mmssl.serving.coldstart import export_for_serving  # serving: coldstart.npz, items.tsv
 from mmssl.serving.recommender import FILE_NAME, Recommendation, Recommender
 from mmssl.training import rundir as files
 from mmssl.training.rundir import RunDirectory
@@ -152,9 +153,7 @@ class TrainedModel:
             out = RunDirectory(tmp)
             data = self.settings.data
             if data is None:
-                from mmssl.data.dataset import save_dataset
-
-                save_dataset(self.dataset, tmp / "dataset")
+                _save_copy(self.dataset, tmp / "dataset")
                 data = "dataset"  # relative to the run folder
             out.write_config(_config_values(replace(self.settings, data=data), self.dataset))
             for record in self.history:
@@ -167,6 +166,7 @@ class TrainedModel:
             if self.metrics is not None:
                 out.write_metrics(self.metrics)
             self.recommender().save(tmp / FILE_NAME)
+            export_for_serving(self.model, self.dataset, tmp)  # serving: new items, titles
             _plot(out, self.history, self.run.select, self.metrics)
         return path
 
@@ -220,9 +220,7 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
         def create() -> None:
             run_dir.create(overwrite)
             if kept:
-                from mmssl.data.dataset import save_dataset
-
-                save_dataset(ds, run_dir / "dataset")
+                _save_copy(ds, run_dir / "dataset")
             run_dir.write_config(_config_values(resolved, ds))
 
         on_main(dist, create)
@@ -327,6 +325,17 @@ def _dataset(dataset: Dataset | str | os.PathLike) -> tuple[Dataset, str | None]
     return ds, str(Path(dataset).resolve())
 
 
+def _save_copy(ds: Dataset, folder: Path) -> None:
+    """Save ``ds`` into a run's folder without making that the caller's dataset's home."""
+    from mmssl.data.dataset import save_dataset
+
+    home = ds.path
+    try:
+        save_dataset(ds, folder)
+    finally:
+        ds.path = home
+
+
 def _settings_from(values: dict[str, Any], run_dir: RunDirectory) -> Settings:
     from mmssl.models import get_model_class
 
@@ -424,6 +433,7 @@ def _train(resolved: Settings, net, ds: Dataset, run_dir: RunDirectory | None, r
         def write() -> None:
             (run_dir / FILE_NAME).unlink(missing_ok=True)
             Recommender.from_model(net, ds, source=str(run_dir.path)).save(run_dir / FILE_NAME)
+            export_for_serving(net, ds, run_dir.path)  # serving: new items, titles
             run_dir.write_metrics(metrics)
             _plot(run_dir, trainer.history, resolved.run.select, metrics)
 

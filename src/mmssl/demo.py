@@ -3,7 +3,8 @@
 Prepares movielens-100k (downloaded once and cached, or from ``--source``), trains MMSSL
 (``variant: paper``, a short schedule), LightGCN and the popularity ranking under the standard
 protocol, prints their test metrics side by side, and shows for two users their five favourite
-training movies and MMSSL's top-10 recommendations, by title.
+training movies and MMSSL's top-10 recommendations, by title. It ends with the command that
+serves the MMSSL run over HTTP (``mmssl serve``).
 """
 
 from __future__ import annotations
@@ -92,4 +93,7 @@ def run_demo(args: argparse.Namespace) -> int:
         for rank, (item, score) in enumerate(zip(rec.items, rec.scores), start=1):
             print(f"   {rank:>2}. {titles.get(item, item)}  (score {score:.3f})")
     print(f"\n== demo finished in {time.perf_counter() - t0:.0f} s; runs in {args.out}")
+    print("== serve the MMSSL run over HTTP (needs pip install 'mmssl[serve]'), then open "
+          "http://127.0.0.1:8000/ (API docs at /docs):")
+    print(f"   mmssl serve --run {Path(args.out) / 'mmssl'}")
     return 0

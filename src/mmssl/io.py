@@ -133,6 +133,19 @@ def torch_save(path: str | os.PathLike, obj: object) -> Path:
     return atomic_write(path, write)
 
 
+def json_default(o):
+    """``json.dumps(default=...)`` for NumPy scalars and paths."""
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
 def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line to a log file and flush it to disk (a crash loses at most that line)."""
     try:
@@ -247,6 +260,7 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "ensure_parent",
+    "json_default",
     "remove_stale_temporaries",
     "remove_stale_temporaries_in",
     "temporary_name",

@@ -68,6 +68,20 @@ def fast_bf16(device) -> tuple[bool, str]:
     return False, f"{device.type} device"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), for speed reports."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def peak_memory_mb() -> int | None:
     """Peak resident memory of this process so far, in MB (None where unknown)."""
     try:
@@ -80,4 +94,4 @@ def peak_memory_mb() -> int | None:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
 
 
-__all__ = ["fast_bf16", "peak_memory_mb", "resolve_device", "seed_everything", "set_threads"]
+__all__ = ["cpu_name", "fast_bf16", "peak_memory_mb", "resolve_device", "seed_everything", "set_threads"]

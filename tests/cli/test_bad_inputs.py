@@ -136,7 +136,45 @@ def _bench_run(root: Path) -> None:
             "seed: 1", "seed: 5"))
 
 
+def _mmssl_layout(train: dict, items: int | None = None):
+    """A source in the authors' layout with the given train.json; valid/test one item each."""
+    def setup(root: Path) -> None:
+        src = root / "src"
+        src.mkdir()
+        (src / "train.json").write_text(json.dumps(train))
+        first = next(iter(train))
+        (src / "val.json").write_text(json.dumps({first: [train[first][0]]}))
+        (src / "test.json").write_text(json.dumps({first: [train[first][-1]]}))
+        if items:
+            np.save(src / "text_feat.npy", np.ones((items, 3), dtype=np.float32))
+    return setup
+
+
+def _tamper(old: str, new: str, name: str = "interactions.tsv"):
+    def setup(root: Path) -> None:
+        path = _dataset(root) / name
+        lines = path.read_text().splitlines()
+        lines[4] = lines[4].replace(old, new, 1) if old else new
+        path.write_text("\n".join(lines) + "\n")
+    return setup
+
+
+def _bad_modality_in_dataset_json(root: Path) -> None:
+    path = _dataset(root) / "dataset.json"
+    meta = json.loads(path.read_text())
+    meta["modalities"] = {"../../x": 3}
+    path.write_text(json.dumps(meta))
+
+
+def _items_table(root: Path) -> None:
+    _dataset(root)
+    ids = (root / "data" / "item_ids.txt").read_text().split()
+    (root / "items.tsv").write_text("item_id\tgenre\n" + "".join(f"{i}\ta b\n" for i in ids))
+
+
 T = ["train", "--model", "bpr", "--data", "{root}/data", "--out", "{root}/run"]
+CAT = ["features", "categorical", "--items", "{root}/items.tsv", "--columns", "genre",
+       "--dataset", "{root}/data", "--add-to", "{root}/data"]
 TM = ["train", "--model", "mmssl", "--data", "{root}/data", "--out", "{root}/run"]
 
 CASES = [
@@ -223,6 +261,36 @@ CASES = [
          "argument --k: invalid int value: 'many' (see mmssl recommend --help)"),
     Case("no command", [], "the following arguments are required: COMMAND"),
     Case("recommend without a run", ["recommend", "--run", "{root}/none", "--user", "u1"], "/none: no such run folder"),
+    # ------------------------------------------------------------- data and features
+    Case("modality name escaping the dataset", CAT + ["--name", "../../ESCAPED"],
+         "--name: modality name '../../ESCAPED' must be", _items_table),
+    Case("absolute modality name", CAT + ["--name", "/tmp/x/ABS"],
+         "--name: modality name '/tmp/x/ABS' must be", _items_table),
+    Case("feature flag with a path as name", ["data", "import", "--format", "mmssl", "{root}/src",
+                                              "{root}/d", "--feature", "../x={root}/src/text_feat.npy"],
+         "modality name '../x' must be", _mmssl_layout({"0": [0, 1], "1": [1, 2]}, items=3)),
+    Case("dataset.json names a path", ["data", "stats", "{root}/data"],
+         "dataset.json: modalities: modality name '../../x' must be", _bad_modality_in_dataset_json),
+    Case("huge user id", ["data", "import", "--format", "mmssl", "{root}/src", "{root}/d"],
+         'user "99999999999999": user index 99999999999999 would make an index space',
+         _mmssl_layout({"0": [0, 1], "99999999999999": [1, 2]}, items=3)),
+    Case("huge item id without features", ["data", "import", "--format", "mmssl", "{root}/src", "{root}/d"],
+         "item index 2000000000 would make an index space of 2000000001 items",
+         _mmssl_layout({"0": [0, 2000000000], "1": [1, 2]})),
+    Case("tampered interactions.tsv", ["train", "--model", "pop", "--data", "{root}/data", "--out", "{root}/r"],
+         "interactions.tsv: line 5: item index 999 out of range [0, 30)", _tamper("", "3\t999\ttrain")),
+    Case("negative index in interactions.tsv", ["data", "stats", "{root}/data"],
+         "interactions.tsv: line 5: user index '-1' is negative", _tamper("", "-1\t3\ttrain")),
+    Case("import into a file", ["data", "import", "--format", "mmssl", "{root}/src", "{root}/f"],
+         "f: is a file, not a folder", _two(_mmssl_layout({"0": [0, 1], "1": [1, 2]}, items=3), _file("f"))),
+    Case("import under a file", ["data", "import", "--format", "mmssl", "{root}/src", "{root}/f/d"],
+         "cannot write the dataset folder", _two(_mmssl_layout({"0": [0, 1], "1": [1, 2]}, items=3), _file("f"))),
+    Case("import over a dataset", ["data", "import", "--format", "mmssl", "{root}/src", "{root}/data"],
+         "data: destination exists (use --overwrite", _two(_dataset, _mmssl_layout({"0": [0, 1], "1": [1, 2]}, items=3))),
+    Case("unknown import format", ["data", "import", "--format", "xls", "{root}/src", "{root}/d"],
+         "unknown format 'xls'"),
+    Case("features take only threads", CAT + ["--set", "lr=1"], "--set lr=1: unknown key 'lr'", _items_table),
+    Case("stats of a non-dataset", ["data", "stats", "{root}"], "dataset.json: missing"),
     # ------------------------------------------------------------------ bench
     Case("bench zero seeds", ["bench", "--data", "{root}/data", "--models", "pop", "--seeds", "0", "--out", "{root}/b"],
          "--seeds 0: give a number of seeds of at least 1", _dataset),

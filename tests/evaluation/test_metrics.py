@@ -320,3 +320,22 @@ def test_unknown_protocol_or_split_is_a_config_error():
         evaluate(torch.zeros(ds.n_users, ds.n_items), ds, protocol="recbole")
     with pytest.raises(ConfigError, match="split"):
         exclusion_matrix(ds, "train", "standard")
+
+
+def test_huge_catalogues_are_scored_in_small_blocks(monkeypatch):
+    """The batch of users shrinks so that a block of scores stays under BLOCK_ELEMENTS; the
+    metrics do not depend on it."""
+    import mmssl.evaluation.metrics as metrics
+
+    rng = np.random.default_rng(0)
+    scores = torch.from_numpy(rng.standard_normal((30, 50)).astype(np.float32))
+    truth = sp.csr_matrix((rng.random((30, 50)) < 0.1).astype(np.float32))
+    exclude = sp.csr_matrix((rng.random((30, 50)) < 0.1).astype(np.float32))
+    whole = metrics.rank_metrics(scores, exclude, truth, ks=(5, 10))
+    seen = []
+    real_score_batch = metrics._score_batch
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 120)  # 2 users of 50 items at a time
+    monkeypatch.setattr(metrics, "_score_batch",
+                        lambda s, users, *a: seen.append(len(users)) or real_score_batch(s, users, *a))
+    small = metrics.rank_metrics(scores, exclude, truth, ks=(5, 10))
+    assert max(seen) == 2 and small == whole

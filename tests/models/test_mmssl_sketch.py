@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import mmssl.models.mmssl.model as mmssl_model
+import mmssl.models.mmssl.structure as mmssl_structure
 from mmssl.config import build_config
 from mmssl.data.synthetic import planted_dataset
 from mmssl.models.mmssl import MMSSL, MMSSLConfig
@@ -150,7 +150,7 @@ class LargestTensor(TorchDispatchMode):
 @pytest.mark.parametrize("variant", ["official", "paper"])
 def test_a_sketch_step_never_builds_a_batch_by_items_tensor(variant, monkeypatch):
     n_items, batch = 3000, 512
-    monkeypatch.setattr(mmssl_model, "BLOCK_ELEMENTS", 20_000)  # dense blocks of 6 rows
+    monkeypatch.setattr(mmssl_structure, "BLOCK_ELEMENTS", 20_000)  # dense blocks of 6 rows
     ds = planted_dataset(n_users=1000, n_items=n_items, n_interactions=6000, n_clusters=3,
                          modalities={"text": 8, "image": 6})
     # official with k > 0, so that its top-k gathering runs too

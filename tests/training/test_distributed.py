@@ -38,7 +38,7 @@ pytestmark = [
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 RUN_FILES = {"config.yaml", "log.jsonl", "metrics.json", "curves.png", "best.pt", "last.pt",
-             "recommender.npz"}
+             "recommender.npz", "coldstart.npz"}
 LIMIT = 240  # seconds any group of processes here may take
 
 

@@ -42,8 +42,11 @@ def test_learned_run_artifacts_and_reload(data_dir, tmp_path):
         assert (out / name).exists(), name
     assert metrics["epochs"] == 3 and 0 <= metrics["best_epoch"] < 3
     assert metrics["seconds_per_epoch"] > 0 and metrics["protocol"] == "mmssl"
-    lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    lines = [r for r in records if "epoch" in r]
     assert [r["epoch"] for r in lines] == [0, 1, 2] and "valid_recall@20" in lines[0]
+    notes = [r["text"] for r in records if r.get("event") == "note"]
+    assert notes == ["discriminator: auto chose exact (50 items, sketch above 10000)"]
     # The saved config alone reproduces the run.
     again = train(None, None, tmp_path / "again", config_file=str(out / "config.yaml"), progress=False)
     assert again["test"] == metrics["test"]
@@ -78,8 +81,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(data_dir, tmp_path,
     monkeypatch.setattr(MMSSL, "on_epoch_end", original)
     resumed = train(None, None, tmp_path / "cut", resume=True, progress=False)
     assert resumed["test"] == full["test"] and resumed["best_epoch"] == full["best_epoch"]
-    epochs = [json.loads(x)["epoch"] for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
-    assert epochs == [0, 1, 2, 3]
+    records = [json.loads(x) for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if "epoch" in r] == [0, 1, 2, 3]
 
 
 def test_early_stopping_uses_patience(data_dir, tmp_path):

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "mmssl.datasets.commands",
     "mmssl.features.commands",
     "mmssl.cli.train",
+    "mmssl.cli.serve",  # serve; extends recommend and evaluate (after mmssl.cli.train)
     "mmssl.experiments.bench",
     "mmssl.demo",
 )

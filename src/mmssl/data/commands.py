@@ -1,6 +1,7 @@
 """``mmssl data``: import, export and inspect datasets.
 
-    mmssl data import --format {mmssl,mmrec,recbole,csv} SRC DEST [--split SPEC] [--seed N] ...
+    mmssl data import --format {mmssl,mmrec,recbole,csv} SRC DEST [--split SPEC] [--seed N]
+                      [--items FILE] [--cold-items FRACTION] ...
     mmssl data export --format {mmssl,mmrec} DIR DEST [--overwrite]
     mmssl data stats DIR [--json]
 
@@ -136,6 +137,18 @@ def _add_import(actions: argparse._SubParsersAction) -> None:
     imp.add_argument(
         "--name", help="NAME of NAME.inter for mmrec and recbole (default: the only one)"
     )
+    imp.add_argument(
+        "--items",
+        help="items table (titles, ...) with an item id column, kept as items.tsv "
+        "(default: RecBole's NAME.item when present, else none)",
+    )
+    imp.add_argument(
+        "--cold-items",
+        type=float,
+        metavar="FRACTION",
+        help="hold out this share of the items entirely, drawn with --seed, into DEST/cold/ "
+        "for cold-start evaluation (default: none)",
+    )
     imp.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     imp.set_defaults(func=_cmd_import)
 
@@ -146,7 +159,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
         raise DataError(f"unknown format {args.format!r} (known: {', '.join(IMPORT_FORMATS)})")
     dest = check_destination(args.dest, args.overwrite)
     ds = import_dataset(args.format, args.src, ImportOptions.from_args(args))
-    save_dataset(ds, dest, overwrite=args.overwrite)
+    if args.cold_items is not None:
+        from mmssl.data.coldsplit import hold_out_items, save_with_cold_items
+
+        ds, cold = hold_out_items(ds, args.cold_items, args.seed)
+        save_with_cold_items(ds, cold, dest, overwrite=args.overwrite)
+    else:
+        save_dataset(ds, dest, overwrite=args.overwrite)
     print(f"imported {args.format} {args.src} -> {dest}")
     print(summary(ds))
     for note in ds.info.get("notes", []):

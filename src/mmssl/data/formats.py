@@ -26,6 +26,9 @@ the working directory.
 
 Export formats (``export_dataset(ds, fmt, dest)``, :mod:`mmssl.data.export`): ``mmssl`` (with a
 pickled scipy CSR ``train_mat`` for the authors' code) and ``mmrec``; written atomically.
+
+Items tables (titles, years, ...): RecBole's ``NAME.item`` beside ``NAME.inter``, or any table
+given as ``items=`` (``--items FILE``), becomes :attr:`Dataset.item_table` (``items.tsv``).
 """
 
 from __future__ import annotations
@@ -33,13 +36,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mmssl.data.dataset import Dataset
+import pandas as pd
+
+from mmssl.data.dataset import Dataset, check_item_table
 from mmssl.data.export import EXPORT_FORMATS, export_dataset
 from mmssl.data.pipeline import ImportOptions, finish
-from mmssl.data.readers.csv import read_csv
+from mmssl.data.readers.csv import align_items, read_csv
 from mmssl.data.readers.mmrec import read_mmrec
 from mmssl.data.readers.mmssl import read_mmssl
 from mmssl.data.readers.recbole import read_recbole
+from mmssl.data.table import Table
 from mmssl.errors import DataError
 
 READERS = {"mmssl": read_mmssl, "mmrec": read_mmrec, "recbole": read_recbole, "csv": read_csv}
@@ -79,7 +85,31 @@ def import_dataset(
     if not src.exists():
         raise DataError(f"{src}: no such file or directory")
     raw = READERS[fmt](src, opts)
-    return finish(fmt, str(src.resolve()), raw, opts)
+    ds = finish(fmt, str(src.resolve()), raw, opts)
+    items = opts.items or raw.items_path
+    if items:
+        ds.item_table = read_items_table(items, src, opts.item_col, ds.item_ids)
+    return ds
+
+
+def read_items_table(path: str | os.PathLike, src: Path, item_col: str | None,
+                     item_ids) -> pd.DataFrame:
+    """An items table (titles, ...) aligned to ``item_ids`` (:func:`align_items`).
+
+    ``path`` is a table file (.csv, .tsv, .parquet, RecBole .item) with an ``item_id`` column
+    (or ``item_col``); a relative path is looked up in the source directory first.
+    """
+    path = Path(path)
+    base = src if src.is_dir() else src.parent
+    if not path.is_absolute() and (base / path).is_file():
+        path = base / path
+    table = Table.read(path, default_sep="\t")
+    col = item_col if item_col and item_col in table.columns else "item_id"
+    if col not in table.columns:
+        raise DataError(f"{path}: no item id column ({col!r}) in the items table")
+    ds_items = align_items(table.strings(), col, item_ids)
+    check_item_table(ds_items, item_ids, str(path))
+    return ds_items
 
 
 __all__ = ["EXPORT_FORMATS", "IMPORT_FORMATS", "ImportOptions", "export_dataset", "import_dataset"]

@@ -27,7 +27,7 @@ import pandas as pd
 
 from mmssl.data.dataset import SPLITS, Dataset, check_modality_name
 from mmssl.errors import DataError
-from mmssl.io import atomic_directory
+from mmssl.io import atomic_directory, json_default
 
 FORMAT_VERSION = 1
 MAX_INDEX_DIGITS = 18  # int64 holds every 18-digit number
@@ -50,15 +50,6 @@ def check_destination(dest: str | os.PathLike, overwrite: bool, what: str = "dat
     return dest
 
 
-def default_file_mode(path: str | os.PathLike) -> None:
-    """Give a file the mode ``open()`` would (0666 minus the umask).
-
-    :func:`mmssl.io.atomic_path` makes its temporary with ``mkstemp``, which is private (0600);
-    data files that others may read (features, cached downloads) get the usual mode back.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def exists_error(dest: Path) -> DataError:
@@ -101,7 +92,7 @@ def save_dataset(ds: Dataset, dest: str | os.PathLike, overwrite: bool = False) 
             "info": ds.info,
             "checksums": ds.checksums(),
         }
-        text = json.dumps(meta, indent=2, default=_json_default) + "\n"
+        text = json.dumps(meta, indent=2, default=json_default) + "\n"
         (tmp / "dataset.json").write_text(text, encoding="utf-8")
     ds.path = dest.resolve()
     return dest
@@ -269,20 +260,11 @@ def _read_lines(path: Path) -> np.ndarray:
     return np.array(lines, dtype=str)
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 __all__ = [
     "FORMAT_VERSION",
     "check_destination",
-    "default_file_mode",
     "exists_error",
     "load_dataset",
     "save_dataset",

@@ -48,6 +48,7 @@ class ImportOptions:
     split_col: str | None = None
     threshold: float | None = None  # keep interactions with rating >= threshold
     name: str | None = None  # NAME of NAME.inter (mmrec, recbole)
+    items: str | None = None  # items table (titles, ...) keyed by item id; recbole: NAME.item by default
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", _parse_feature_specs(self.features))
@@ -117,6 +118,7 @@ class RawInteractions:
         split_names: how to name each split's source in an "empty split" message.
         split_source: the protocol recorded for a given split.
         timestamps, ratings: float64 (n_read,) or None.
+        items_path: the source's items table (RecBole ``NAME.item``), or None.
     """
 
     where: str
@@ -134,6 +136,7 @@ class RawInteractions:
     ratings: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    items_path: str | None = None  # the source's own items table (RecBole NAME.item), if any
 
 
 # --------------------------------------------------------------------- the steps

@@ -38,7 +38,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from mmssl.data.layout import default_file_mode, save_dataset
+from mmssl.data.layout import save_dataset
 from mmssl.datasets.registry import cache_dir, printer, sha256_file
 from mmssl.errors import DataError
 from mmssl.io import atomic_write, ensure_parent, write_bytes
@@ -372,7 +372,6 @@ def _write_cached(path: Path, data: bytes) -> None:
 
     def fill(tmp: Path) -> None:
         tmp.write_bytes(data)
-        default_file_mode(tmp)
 
     atomic_write(path, fill)
 

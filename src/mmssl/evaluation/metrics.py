@@ -34,6 +34,9 @@ METRICS = ("recall", "precision", "ndcg", "hit", "map")
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
+# Scores of at most this many (user, item) pairs are held at once (256 MB of float32).
+BLOCK_ELEMENTS = 1 << 26
+
 # Extra candidates taken by topk beyond max(ks): a tie group at the K-th place that fits in the
 # candidate list is resolved by a re-sort; a larger one falls back to a full sort of that row.
 _TIE_MARGIN = 16
@@ -59,7 +62,8 @@ def rank_metrics(
         ks: cut-offs K; each must be >= 1. A K above n_items ranks every item.
         ndcg: ``"standard"`` (ideal DCG of min(|truth_u|, K) hits) or ``"mmssl"`` (the authors'
             code: ideal DCG of min(h, K) hits, h the hits in the top max(ks); 0 when h = 0).
-        batch_size: users scored and ranked at a time.
+        batch_size: users scored and ranked at a time; fewer on huge catalogues, so that one
+            block of scores never passes ``BLOCK_ELEMENTS`` (64 users at 1M items).
         device: where ranking runs; default the device the scores come on.
 
     Returns:
@@ -92,6 +96,7 @@ def rank_metrics(
     users = np.flatnonzero(truth_counts > 0)
     k_max = ks[-1]
     hits = np.zeros((len(users), k_max), dtype=bool)  # hits[u, r]: rank r + 1 is a hit
+    batch_size = max(1, min(batch_size, BLOCK_ELEMENTS // max(1, n_items)))
     for start in range(0, len(users), batch_size):
         batch_users = users[start : start + batch_size]
         batch = _score_batch(scores, batch_users, n_items, device)

@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 
 from mmssl.data.dataset import check_modality_name
-from mmssl.data.layout import default_file_mode
 from mmssl.data.table import Table
 from mmssl.errors import ConfigError, DataError
-from mmssl.io import atomic_path
+from mmssl.io import atomic_path, json_default
 
 SIDECAR_VERSION = 1
 MAX_LISTED_MISSING = 1000  # the sidecar lists at most this many missing item ids
@@ -117,15 +116,13 @@ def write_features(
         for p in (path, meta_path):
             if p.exists():
                 raise DataError(f"{p}: exists (use --overwrite to replace it)")
-    text = json.dumps(features.metadata(), indent=2, default=_json_default) + "\n"
+    text = json.dumps(features.metadata(), indent=2, default=json_default) + "\n"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, features.values, allow_pickle=False)
-        default_file_mode(tmp)
         # the sidecar is renamed first; a failure here leaves the .npy unrenamed too
         with atomic_path(meta_path) as meta_tmp:
             meta_tmp.write_text(text, encoding="utf-8")
-            default_file_mode(meta_tmp)
     return path
 
 
@@ -270,11 +267,3 @@ def content_paths(
     return out
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -10,11 +10,13 @@ more: its own optimisers or schedules, work at epoch boundaries, or a step of se
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmssl.data.dataset import Dataset
@@ -36,6 +38,65 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         """The batch on ``device``."""
         return Batch(self.users.to(device), self.pos_items.to(device), self.neg_items.to(device))
+
+
+@dataclass(frozen=True)
+class ContentPath:
+    """How a model turns content features into an item vector, as plain arrays.
+
+    It is what a model says about items known only by their content (cold start); serving
+    computes it with NumPy alone (``RUN/coldstart.npz``). With ``f_m`` the (n, dim_m) features
+    of modality m and ``A_m(f) = f @ weights[m].T + biases[m]``, the (n, d) item vectors are
+
+    - ``combine="concat"``: ``[zeros(id_dim), A(concat_m f_m)] + offset`` (one map over the
+      features of every modality, concatenated in ``modalities`` order; VBPR);
+    - ``combine="sum_l2norm"``: ``scale * sum_m l2norm(A_m(f_m)) + offset`` (MMSSL).
+
+    Attributes:
+        combine: ``"concat"`` or ``"sum_l2norm"``.
+        modalities: the modality names the maps read, in order.
+        weights: float32 (d_out, d_in) per map: one for concat, one per modality otherwise.
+        biases: float32 (d_out,) per map.
+        scale: the factor in front of the sum (sum_l2norm).
+        id_dim: zeros put before the content part (concat: the ID part of a new item).
+        offset: float32 (d,) added to every vector (what the rest of the model gives an item
+            without interactions), or None.
+    """
+
+    combine: Literal["concat", "sum_l2norm"]
+    modalities: tuple[str, ...]
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    scale: float = 1.0
+    id_dim: int = 0
+    offset: np.ndarray | None = None
+
+    @classmethod
+    def of_linear(cls, combine: Literal["concat", "sum_l2norm"], modalities: Sequence[str],
+                  layers: Sequence[nn.Linear], **kwargs: Any) -> ContentPath:
+        """The path of ``nn.Linear`` layers (weights copied to float32 NumPy arrays)."""
+        def array(t: torch.Tensor) -> np.ndarray:
+            return t.detach().float().cpu().numpy().copy()
+
+        return cls(combine, tuple(modalities), tuple(array(x.weight) for x in layers),
+                   tuple(array(x.bias) for x in layers), **kwargs)
+
+    def apply(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(n, d) item vectors of ``features`` (modality name -> (n, dim_m)), in torch."""
+        def affine(f: torch.Tensor, j: int) -> torch.Tensor:
+            w, b = (torch.from_numpy(a).to(f.device) for a in (self.weights[j], self.biases[j]))
+            return f.float() @ w.T + b
+
+        if self.combine == "concat":
+            x = torch.cat([features[m].float() for m in self.modalities], dim=1)
+            out = affine(x, 0)
+            out = torch.cat([out.new_zeros(len(out), self.id_dim), out], dim=1)
+        else:
+            out = self.scale * sum(F.normalize(affine(features[m], j), dim=1)
+                                   for j, m in enumerate(self.modalities))
+        if self.offset is not None:
+            out = out + torch.from_numpy(self.offset).to(out.device)
+        return out
 
 
 class Model(nn.Module):
@@ -122,6 +183,19 @@ class Model(nn.Module):
             user, item = self.factors()
         return lambda users: user[users] @ item.T
 
+    # ---------------------------------------------------------- cold start
+    def content_path(self) -> ContentPath | None:
+        """How content features become an item vector, for items without interactions; None
+        (the default) when the model has no content path. Serving then falls back to the mean
+        vector of the new item's nearest warm items in feature space."""
+        return None
+
+    def content_item_factors(self, features: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """(n, d) vectors, comparable with :meth:`factors`' items, of n new items given only
+        their features (modality name -> (n, dim)); None when the model has no content path."""
+        path = self.content_path()
+        return None if path is None else path.apply(features)
+
     # --------------------------------------------------------- checkpoints
     def extra_state(self) -> dict[str, Any]:
         """Training state outside ``state_dict`` (plain tensors and numbers only)."""
@@ -136,4 +210,4 @@ def module_key(modality: str) -> str:
     return modality.replace(".", "_dot_")
 
 
-__all__ = ["Batch", "Model", "Optimizers", "Scorer", "module_key"]
+__all__ = ["Batch", "ContentPath", "Model", "Optimizers", "Scorer", "module_key"]

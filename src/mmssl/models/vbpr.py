@@ -22,7 +22,7 @@ from torch import nn
 
 from mmssl.config import NonNegativeFloat, PositiveFloat, PositiveInt
 from mmssl.data.dataset import Dataset
-from mmssl.models.base import Batch, Model
+from mmssl.models.base import Batch, ContentPath, Model
 from mmssl.models.losses import bpr_loss, embedding_norm_loss
 from mmssl.models.registry import register
 
@@ -77,3 +77,8 @@ class VBPR(Model):
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """User embeddings and the items' [ID, content] vectors."""
         return self.user_embedding.detach(), self.item_representation()
+
+    def content_path(self) -> ContentPath:
+        """A new item's vector: a zero ID part and the projection of its features."""
+        return ContentPath.of_linear("concat", self.modalities, [self.projection],
+                                     id_dim=self.config.embed_dim)

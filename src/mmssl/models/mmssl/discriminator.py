@@ -123,8 +123,6 @@ def fake_hidden(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, cols: torc
     autocast the low-rank product runs in bfloat16, the norms and the sparse part in float32.
     ``weight_t``: ``weight.T`` already made contiguous, to share between calls.
     """
-    if weight_t is None:
-        weight_t = weight.T
     if sampled or len(p) * len(q) > _GATHER_LIMIT:
         observed_scores = sampled_dot(p, q, rows, cols)
     else:
@@ -132,8 +130,11 @@ def fake_hidden(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, cols: torc
     squared = (_wide(p @ (q.T @ q)) * p).sum(1)  # ||p Q^T||^2
     squared = squared - torch.zeros_like(squared).index_add(0, rows, observed_scores.square())
     inv_norm = 1.0 / squared.clamp_min(0).sqrt().clamp_min(1e-12)  # as F.normalize
-    sparse_part = sparse_product(rows, cols, observed_scores, weight_t, len(p))
-    return inv_norm[:, None] * (p @ (q.T @ weight_t) - sparse_part)
+    # Two fresh transposes, as the public code's products take them: one shared view would sum
+    # the two gradients before the transpose, which rounds differently (float32 exact path).
+    sparse_part = sparse_product(rows, cols, observed_scores,
+                                 weight.T if weight_t is None else weight_t, len(p))
+    return inv_norm[:, None] * (p @ (q.T @ (weight.T if weight_t is None else weight_t)) - sparse_part)
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from torch import nn
 
 from mmssl.data.dataset import Dataset
 from mmssl.models import shards
-from mmssl.models.base import Batch, Model, Optimizers, module_key
+from mmssl.models.base import Batch, ContentPath, Model, Optimizers, module_key
 from mmssl.models.losses import info_nce, info_nce_of_zeros, log_sigmoid_bpr
 from mmssl.models.mmssl.config import MMSSLConfig, resolve_config
 from mmssl.models.mmssl.discriminator import Discriminator, fake_hidden, uniform16
@@ -39,16 +39,16 @@ from mmssl.models.mmssl.sketch import (
     project_preferences,
     sketched_real_rows,
 )
-from mmssl.models.mmssl.structure import ModalityGraphs, row_normalised, topk_edges
+from mmssl.models.mmssl.structure import ModalityGraphs, StructureLearning, row_normalised
 from mmssl.models.registry import register
 
-# Dense blocks (rows x items) are cut into row chunks of at most this many scores: at 1M items a
-# block of 16 users, never a (B, I) block where B is the batch.
-BLOCK_ELEMENTS = 1 << 24
+# Above this many elements of the attention's (2, M, N, d) intermediates, it runs in checkpointed
+# chunks of users (at 2M users and 2 modalities: 62 chunks of 32,768).
+ATTENTION_BLOCK = 1 << 24
 
 
 @register("mmssl")
-class MMSSL(Model):
+class MMSSL(StructureLearning, Model):
     """Modality-aware user preferences from adversarial structure learning and cross-modal
     contrastive learning, on top of a graph recommender."""
 
@@ -118,8 +118,20 @@ class MMSSL(Model):
             x: (M, N, d), one view per modality.
 
         Returns:
-            (M, N, d), the attended views.
+            (M, N, d), the attended views. Each of the N rows is independent, so a large N is
+            done in chunks whose (H, M, chunk, d) intermediates are recomputed in the backward
+            pass instead of kept (activation checkpointing): memory O(M N d), not O(H M N d).
         """
+        n_mod, n, d = x.shape
+        rows = max(1, ATTENTION_BLOCK // (2 * n_mod * self.config.n_heads * d))
+        if n <= rows:
+            return self._attention(x)
+        from torch.utils.checkpoint import checkpoint
+
+        return torch.cat([checkpoint(self._attention, chunk, use_reentrant=False)
+                          for chunk in x.split(rows, dim=1)], dim=1)
+
+    def _attention(self, x: torch.Tensor) -> torch.Tensor:
         cfg, (n_mod, n, d) = self.config, x.shape
         h, dh = cfg.n_heads, d // cfg.n_heads
         q = (x @ self.w_q).reshape(n_mod, n, h, dh).permute(2, 0, 1, 3)  # (H, M, N, dh)
@@ -163,12 +175,14 @@ class MMSSL(Model):
             else:
                 s_views.append(graph[0] @ self.item_embedding)
                 t_views.append(graph[1] @ self.user_embedding)
+        zero = None
         if empty:
             # The attention of zero views is zero and adds nothing (E + 0.36 * l2norm(0) = E);
-            # its weights still get their exact zero gradients, so the optimiser (weight decay,
-            # moments) moves them exactly as the full computation would.
+            # its weights still get their exact zero gradients (through out["zero"], added to
+            # the loss), so the optimiser (weight decay, moments) moves them exactly as the full
+            # computation would.
             zero = 0.0 * (self.w_q.sum() + self.w_k.sum() + self.w_cat.sum())
-            u, i = self.user_embedding + zero, self.item_embedding + zero
+            u, i = self.user_embedding, self.item_embedding
         else:
             fused_user = self.attention(torch.stack(s_views)).mean(0)
             fused_item = self.attention(torch.stack(t_views)).mean(0)
@@ -184,15 +198,22 @@ class MMSSL(Model):
                 i = torch.softmax(i, dim=1)
             users.append(u)
             items.append(i)
-        u = torch.stack(users).mean(0) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in user_modal)
-        i = torch.stack(items).mean(0) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in item_modal)
+        # the mean of the layers as a running sum: no (L + 1, N, d) stack at large N
+        u = sum(users) / len(users) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in user_modal)
+        i = sum(items) / len(items) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in item_modal)
         return {"user": u, "item": i, "user_modal": user_modal, "item_modal": item_modal,
-                "user_graph": s_views, "graphs_empty": empty}
+                "user_graph": s_views, "graphs_empty": empty, "zero": zero}
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The final u* and i*."""
         out = self.forward()
         return out["user"], out["item"]
+
+    def content_path(self) -> ContentPath:
+        """A new item's i*: h_m = encoder_m(f_m) for i_m, plus what the layers give an item without interactions (softmax of zeros); docs/serving.md."""
+        cfg, d, encoders = self.config, self.config.embed_dim, [self.encoders[module_key(m)] for m in self.modalities]
+        offset = np.full(d, 1.0 / (d * (cfg.n_layers + 1)), dtype=np.float32) if cfg.n_layers else None
+        return ContentPath.of_linear("sum_l2norm", self.modalities, encoders, scale=cfg.modality_rate, offset=offset)
 
     # ---------------------------------------------------------------- training
     def configure_optimizers(self) -> Optimizers:
@@ -218,26 +239,6 @@ class MMSSL(Model):
         if not self.bf16:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
-    def _observed(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """R[users]: dense 0/1 rows (B, I) and the (batch row, item) index pairs of their ones."""
-        rows, cols = self._observed_pairs(users)
-        dense = torch.zeros(len(users), self.n_items, device=self.device)
-        dense[rows, cols] = 1.0
-        return dense, rows, cols
-
-    def _observed_pairs(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (batch row, item) pairs of R[users]'s ones, int64 on the model's device."""
-        sub = self.train_csr[users.cpu().numpy()].tocoo()
-        return (torch.from_numpy(sub.row).long().to(self.device),
-                torch.from_numpy(sub.col).long().to(self.device))
-
-    def preference_rows(self, users: torch.Tensor, user: torch.Tensor, item: torch.Tensor,
-                        observed: torch.Tensor) -> torch.Tensor:
-        """sim(users; P, Q) = l2norm((P[users] Q^T) * (1 - R[users])), (B, I)."""
-        with self._autocast():
-            scores = user[users] @ item.T
-        return F.normalize(scores.float() * (1.0 - observed), dim=1)
 
     def fake_hidden(self, p, q, rows, cols, weight) -> torch.Tensor:
         """First-layer products of fake rows (see :func:`discriminator.fake_hidden`)."""
@@ -328,6 +329,8 @@ class MMSSL(Model):
                 adv = -critic.from_hidden(hidden + critic.input.bias.to(hidden.dtype)).mean()
         self.discriminator.requires_grad_(True)
         loss = bpr + emb_reg + feat_reg + cfg.cl_weight * cl + cfg.adv_weight * adv
+        if out["zero"] is not None:
+            loss = loss + out["zero"]  # +0: the attention weights' zero gradients (see forward)
         optimizer = optimizers["recommender"]
         optimizer.zero_grad(set_to_none=True)
         shards.backward(loss)
@@ -378,51 +381,6 @@ class MMSSL(Model):
         h_real = F.linear(real, weight).repeat(len(self.modalities), 1)
         h_fake = F.linear(fake, weight)
         return critic.wgan_gp_loss(h_real, h_fake, weight @ weight.T, cfg.gp_lambda, cfg.gp_weight)
-
-    def _topk_items(self, users: torch.Tensor, user: torch.Tensor, item: torch.Tensor,
-                    observed: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Each user's k best items under sim(users; user, item), in row chunks of at most
-        BLOCK_ELEMENTS scores (``observed``: the dense rows, when the caller has them)."""
-        if observed is not None and len(users) * self.n_items <= BLOCK_ELEMENTS:
-            return topk_edges(users, self.preference_rows(users, user, item, observed), self.k)
-        rows_at_once = max(1, BLOCK_ELEMENTS // self.n_items)
-        parts = []
-        for start in range(0, len(users), rows_at_once):
-            chunk = users[start:start + rows_at_once]
-            parts.append(topk_edges(chunk, self.preference_rows(chunk, user, item,
-                                                                 self._observed(chunk)[0]), self.k))
-        return np.concatenate([r for r, _ in parts]), np.concatenate([c for _, c in parts])
-
-    def _official_graph_step(self, step: int, users: torch.Tensor, out: dict[str, Any],
-                             observed: torch.Tensor | None, obs_rows=None, obs_cols=None) -> None:
-        """The code's rule: every T steps rebuild G_m from the edges gathered since the last
-        rebuild; on the other steps gather each batch user's top-k items (departure 4)."""
-        if step % self.config.graph_refresh_steps == 0 and step != 0:
-            self.structure.rebuild_from_pending()
-        elif self.k > 0:
-            with torch.no_grad():
-                for j, m in enumerate(self.modalities):
-                    self.structure.pending[m].append(shards.concat(*self._topk_items(
-                        users, out["user_modal"][j].detach(), out["item_modal"][j].detach(), observed)))
-
-    def refresh_graphs(self, batch_size: int = 1024) -> None:
-        """Rebuild every G_m from all users' top-k items under sim(u_m, i_m) (refresh mode)."""
-        was_training = self.training
-        self.eval()
-        batch_size = max(1, min(batch_size, BLOCK_ELEMENTS // self.n_items))
-        with torch.no_grad():
-            out = self.forward()
-            for j, m in enumerate(self.modalities):
-                rows, cols = [], []
-                for start in range(0, self.n_users, batch_size):
-                    users = torch.arange(start, min(start + batch_size, self.n_users), device=self.device)
-                    block = self.preference_rows(users, out["user_modal"][j], out["item_modal"][j],
-                                                 self._observed(users)[0])
-                    r, c = topk_edges(users, block, self.k)
-                    rows.append(r)
-                    cols.append(c)
-                self.structure.set(m, np.concatenate(rows), np.concatenate(cols))
-        self.train(was_training)
 
     def on_epoch_end(self, epoch: int) -> None:
         """Refresh mode rebuilds every user's G_m every ``graph_refresh_epochs`` epochs."""

@@ -13,8 +13,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 
+from mmssl.models import shards
 from mmssl.models.graph import SparseGraph
+
+# Dense blocks (rows x items) are cut into row chunks of at most this many scores: at 1M items a
+# block of 16 users, never a (B, I) block where B is the batch.
+BLOCK_ELEMENTS = 1 << 24
 
 Edges = tuple[np.ndarray, np.ndarray]  # (user rows, item cols), int64
 
@@ -100,4 +106,75 @@ class ModalityGraphs:
             self.pending[m] = [(r.cpu().numpy(), c.cpu().numpy()) for r, c in parts]
 
 
-__all__ = ["ModalityGraphs", "row_normalised", "topk_edges"]
+class StructureLearning:
+    """MMSSL's preference rows and the rebuilds of its modality graphs (a mixin of the model:
+    it uses ``train_csr``, ``structure``, ``k``, ``modalities``, ``forward`` and ``_autocast``)."""
+
+    def _observed(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """R[users]: dense 0/1 rows (B, I) and the (batch row, item) index pairs of their ones."""
+        rows, cols = self._observed_pairs(users)
+        dense = torch.zeros(len(users), self.n_items, device=self.device)
+        dense[rows, cols] = 1.0
+        return dense, rows, cols
+
+    def _observed_pairs(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (batch row, item) pairs of R[users]'s ones, int64 on the model's device."""
+        sub = self.train_csr[users.cpu().numpy()].tocoo()
+        return (torch.from_numpy(sub.row).long().to(self.device),
+                torch.from_numpy(sub.col).long().to(self.device))
+
+    def preference_rows(self, users: torch.Tensor, user: torch.Tensor, item: torch.Tensor,
+                        observed: torch.Tensor) -> torch.Tensor:
+        """sim(users; P, Q) = l2norm((P[users] Q^T) * (1 - R[users])), (B, I)."""
+        with self._autocast():
+            scores = user[users] @ item.T
+        return F.normalize(scores.float() * (1.0 - observed), dim=1)
+
+    def _topk_items(self, users: torch.Tensor, user: torch.Tensor, item: torch.Tensor,
+                    observed: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's k best items under sim(users; user, item), in row chunks of at most
+        BLOCK_ELEMENTS scores (``observed``: the dense rows, when the caller has them)."""
+        if observed is not None and len(users) * self.n_items <= BLOCK_ELEMENTS:
+            return topk_edges(users, self.preference_rows(users, user, item, observed), self.k)
+        rows_at_once = max(1, BLOCK_ELEMENTS // self.n_items)
+        parts = []
+        for start in range(0, len(users), rows_at_once):
+            chunk = users[start:start + rows_at_once]
+            parts.append(topk_edges(chunk, self.preference_rows(chunk, user, item,
+                                                                 self._observed(chunk)[0]), self.k))
+        return np.concatenate([r for r, _ in parts]), np.concatenate([c for _, c in parts])
+
+    def _official_graph_step(self, step: int, users: torch.Tensor, out: dict[str, Any],
+                             observed: torch.Tensor | None, obs_rows=None, obs_cols=None) -> None:
+        """The code's rule: every T steps rebuild G_m from the edges gathered since the last
+        rebuild; on the other steps gather each batch user's top-k items (departure 4)."""
+        if step % self.config.graph_refresh_steps == 0 and step != 0:
+            self.structure.rebuild_from_pending()
+        elif self.k > 0:
+            with torch.no_grad():
+                for j, m in enumerate(self.modalities):
+                    self.structure.pending[m].append(shards.concat(*self._topk_items(
+                        users, out["user_modal"][j].detach(), out["item_modal"][j].detach(), observed)))
+
+    def refresh_graphs(self, batch_size: int = 1024) -> None:
+        """Rebuild every G_m from all users' top-k items under sim(u_m, i_m) (refresh mode)."""
+        was_training = self.training
+        self.eval()
+        batch_size = max(1, min(batch_size, BLOCK_ELEMENTS // self.n_items))
+        with torch.no_grad():
+            out = self.forward()
+            for j, m in enumerate(self.modalities):
+                rows, cols = [], []
+                for start in range(0, self.n_users, batch_size):
+                    users = torch.arange(start, min(start + batch_size, self.n_users), device=self.device)
+                    block = self.preference_rows(users, out["user_modal"][j], out["item_modal"][j],
+                                                 self._observed(users)[0])
+                    r, c = topk_edges(users, block, self.k)
+                    rows.append(r)
+                    cols.append(c)
+                self.structure.set(m, np.concatenate(rows), np.concatenate(cols))
+        self.train(was_training)
+
+
+
+__all__ = ["BLOCK_ELEMENTS", "ModalityGraphs", "StructureLearning", "row_normalised", "topk_edges"]

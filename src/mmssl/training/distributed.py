@@ -26,11 +26,9 @@ process runs the same training. What makes N processes train as one:
   parameters are broadcast). During steps each process draws dropout and noise from its own
   stream (rank 0 keeps the single-process stream; rank r > 0 is seeded from (seed, r)), so
   the masks of different slices are independent, as one process's would be. Epoch hooks
-  (FREEDOM's pruned graph) draw from a stream seeded by (seed, epoch), the same on every
-  process. Checkpoints keep every process's state.
-* **Who does what.** Rank 0 alone reads and writes the run directory and evaluates; the
-  others receive the validation result, the checkpoint on resume and the final metrics by
-  broadcast, so that all stop at the same epoch.
+  (FREEDOM's pruning) draw from a stream seeded by (seed, epoch). Checkpoints keep every rank's.
+* **Who does what.** Rank 0 alone reads and writes the run directory and evaluates; the others
+  receive its results by broadcast, so that all stop at the same epoch.
 * **Failures.** The process group has a timeout (``dist_timeout``). A process that dies closes
   its connections, and the others stop at their next collective with one line
   (:class:`LostContact`); a process that hangs is noticed when the timeout expires.

@@ -11,6 +11,14 @@ seed, for ``--epochs`` epochs; with ``--steps N`` only N steps of each epoch are
 epoch time is extrapolated (steps per epoch x median step). ``--generate sports`` builds a
 planted dataset of Amazon-Sports size (35,598 users x 18,357 items, 256,308 interactions,
 modalities image 4096-d and text 384-d) in memory. The last line is the JSON of every record.
+
+With ``--nproc``, it compares distributed training with one process instead: each model is
+trained to its end (early stopping) by ``mmssl train --nproc N`` for each N, with the same
+seed and the same global batch, and the table gives seconds per epoch (median), the speed-up
+over the first N, and the best validation Recall@20 with its difference from the first N's:
+
+    python benchmarks/train_speed.py --data data/ml100k-mm --nproc 1,2 --threads 1 \
+        --models bpr,lightgcn,mmssl --set mmssl:discriminator=sketch
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from mmssl.runtime import cpu_name
 
@@ -103,6 +113,56 @@ def measure(args: argparse.Namespace, variant: str, mode: str, precision: str) -
     return out
 
 
+def distributed(args: argparse.Namespace) -> int:
+    """Each model trained by ``mmssl train --nproc N`` for every N: speed and validation."""
+    counts = [int(n) for n in args.nproc.split(",")]
+    print(f"{cpu_name()}; {len(counts)} process counts {counts}; torch threads per process "
+          f"{args.threads or 'default'}; data {args.data}; seed {args.seed}", flush=True)
+    print(f"{'model':<9} {'nproc':>5} {'s/epoch':>8} {'speed-up':>8} {'valid R@20':>10} "
+          f"{'vs first':>8} {'best/epochs':>11} {'wall s':>7}  backend", flush=True)
+    records = []
+    with tempfile.TemporaryDirectory(prefix="train-speed-") as tmp:
+        for model in args.models.split(","):
+            sets = [kv.split(":", 1)[1] for kv in args.set if kv.startswith(f"{model}:")]
+            sets += [kv for kv in args.set if ":" not in kv.split("=", 1)[0]]
+            first = None
+            for n in counts:
+                out = Path(tmp) / f"{model}-{n}"
+                cmd = [sys.executable, "-m", "mmssl", "train", "--model", model, "--data", args.data,
+                       "--out", str(out), "--nproc", str(n), "--quiet", "--set", f"seed={args.seed}",
+                       "--set", f"threads={args.threads}", "--set", f"device={args.device}"]
+                if args.epochs:
+                    cmd += ["--set", f"epochs={args.epochs}"]
+                for kv in sets:
+                    cmd += ["--set", kv]
+                t0 = time.perf_counter()
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                if done.returncode != 0:
+                    print(f"{model} --nproc {n}: failed\n{done.stderr[-2000:]}", flush=True)
+                    continue
+                metrics = json.loads((out / "metrics.json").read_text())
+                log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+                seconds = [r["train_seconds"] for r in log if "epoch" in r]
+                backend = next((x["backend"] for x in log if x.get("event") == "distributed"),
+                               "none (one process)")
+                r = {"model": model, "nproc": n, "settings": sets, "backend": backend,
+                     "median_epoch_seconds": round(statistics.median(seconds), 3),
+                     "valid_recall@20": metrics["valid"]["recall@20"],
+                     "test_recall@20": metrics["test"]["recall@20"],
+                     "best_epoch": metrics["best_epoch"], "epochs": metrics["epochs"],
+                     "wall_seconds": round(wall, 1)}
+                first = first or r
+                r["speedup"] = round(first["median_epoch_seconds"] / r["median_epoch_seconds"], 2)
+                r["valid_relative"] = r["valid_recall@20"] / first["valid_recall@20"] - 1
+                records.append(r)
+                print(f"{model:<9} {n:>5} {r['median_epoch_seconds']:>8.3f} {r['speedup']:>7.2f}x "
+                      f"{r['valid_recall@20']:>10.4f} {100 * r['valid_relative']:>+7.2f}% "
+                      f"{r['best_epoch']:>5}/{r['epochs']:<5} {wall:>7.0f}  {backend}", flush=True)
+    print(json.dumps(records))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every configuration in its own process; print a table, speed-ups and the JSON."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,13 +171,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="official", help="default: official")
     p.add_argument("--modes", default="exact,sketch", help="discriminator modes (default: exact,sketch)")
     p.add_argument("--precisions", default="fp32,bf16", help="default: fp32,bf16")
-    p.add_argument("--epochs", type=int, default=2, help="epochs per configuration (default: 2)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per configuration (default: 2; "
+                   "with --nproc, the models' own unless given)")
     p.add_argument("--steps", type=int, default=0,
                    help="time only this many steps per epoch and extrapolate (default: 0, whole epochs)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     p.add_argument("--device", default="auto", help="default: auto")
+    p.add_argument("--nproc", help="compare distributed training: process counts, e.g. 1,2 "
+                   "(default: off, the MMSSL configurations above)")
+    p.add_argument("--models", default="bpr,lightgcn,mmssl", help="with --nproc: models to train "
+                   "(default: bpr,lightgcn,mmssl)")
+    p.add_argument("--set", action="append", default=[], metavar="[MODEL:]KEY=VALUE",
+                   help="with --nproc: a setting for every model, or for MODEL only (repeatable)")
+    p.add_argument("--seed", type=int, default=2022, help="with --nproc: the seed (default: 2022)")
     p.add_argument("--one", nargs=3, metavar=("VARIANT", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.nproc:
+        return distributed(args)
+    args.epochs = args.epochs or 2
     if args.one:
         print(json.dumps(measure(args, *args.one)))
         return 0

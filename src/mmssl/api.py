@@ -13,6 +13,10 @@
 ``fit`` takes any setting by its flat name as a keyword (``epochs=``, ``protocol=``, ``lr=``,
 ``variant=``); they are checked as the command line's ``--set`` are. The command line is a thin
 layer over this module.
+
+Started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), ``fit`` and ``resume`` train
+as one process of a distributed run (:mod:`mmssl.training.distributed`): rank 0 alone writes
+the run directory; every process returns the same metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 from mmssl import io
 from mmssl.config import (
     RESUMABLE_KEYS,
+    WAITING_KEYS,
     RunConfig,
     Settings,
     build_config,
@@ -188,6 +193,7 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
         DataError: before anything is written, for bad data.
     """
     from mmssl.models import create_model, get_model_class
+    from mmssl.training.distributed import from_run, on_main
 
     ds, data = _dataset(dataset)
     cls = get_model_class(model)
@@ -201,17 +207,25 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
     resolved = resolve(model, cls.Config, run_defaults=cls.run_defaults, file_values=file_values,
                        file_where=str(config or "config"), overrides=layers,
                        override_where=where, data=data)
+    dist = from_run(resolved.run)  # None unless started by torchrun or --nproc
     run_dir = RunDirectory(out) if out is not None else None
     if run_dir is not None:
-        run_dir.check_new(overwrite)
+        on_main(dist, lambda: run_dir.check_new(overwrite))
     net = _build(resolved, ds, create_model)
     if run_dir is not None:
-        run_dir.create(overwrite)
-        if resolved.data is None:  # a dataset only in memory: the run keeps a copy of it
-            _save_copy(ds, run_dir / "dataset")
+        kept = resolved.data is None  # a dataset only in memory: the run keeps a copy of it
+        if kept:
             resolved = replace(resolved, data="dataset")  # relative to the run folder
-        run_dir.write_config(_config_values(resolved, ds))
-    return _train(resolved, net, ds, run_dir, resume=False, progress=progress, echo=echo)
+
+        def create() -> None:
+            run_dir.create(overwrite)
+            if kept:
+                _save_copy(ds, run_dir / "dataset")
+            run_dir.write_config(_config_values(resolved, ds))
+
+        on_main(dist, create)
+    return _train(resolved, net, ds, run_dir, resume=False, progress=progress, echo=echo,
+                  dist=dist)
 
 
 def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None = None,
@@ -222,15 +236,18 @@ def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None
     (``overrides``); a change is recorded in the log and in config.yaml. Any other key is refused.
     """
     from mmssl.models import create_model
+    from mmssl.training.distributed import from_run, on_main
 
     run_dir = RunDirectory(path)
     values = run_dir.read_config()
     resolved = _settings_from(values, run_dir)
     changes = _resume_changes(resolved, overrides)
-    io.remove_stale_temporaries_in(run_dir.path)  # what a killed write left behind
     if changes:
         run = build_config(RunConfig, {**config_to_dict(resolved.run), **changes}, where="--set")
         resolved = replace(resolved, run=run)
+    dist = from_run(resolved.run)  # None unless started by torchrun or --nproc
+    # what a killed write left behind
+    on_main(dist, lambda: io.remove_stale_temporaries_in(run_dir.path))
     ds = _load_data(resolved, run_dir, values)
     net = _build(resolved, ds, create_model)
 
@@ -242,7 +259,7 @@ def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None
             run_dir.write_config(_config_values(resolved, ds, keep=values))
 
     return _train(resolved, net, ds, run_dir, resume=True, progress=progress, echo=echo,
-                  after_restore=record_changes)
+                  after_restore=record_changes, dist=dist)
 
 
 def train(model_name: str | None, data_dir: str | os.PathLike | None, out: str | os.PathLike,
@@ -342,7 +359,7 @@ def _resume_changes(resolved: Settings, overrides) -> dict[str, Any]:
     for key, value in over.items():
         if key not in run_names | param_names:
             raise ConfigError(f"--set: unknown key {key!r} for {type(resolved.params).__name__}")
-        if key in RESUMABLE_KEYS:
+        if key in RESUMABLE_KEYS + WAITING_KEYS:
             if value != current[key]:
                 changes[key] = value
             continue
@@ -398,19 +415,31 @@ def _config_values(resolved: Settings, ds: Dataset, keep: dict | None = None) ->
 
 
 def _train(resolved: Settings, net, ds: Dataset, run_dir: RunDirectory | None, resume: bool,
-           progress: bool, echo, after_restore=None) -> TrainedModel:
+           progress: bool, echo, after_restore=None, dist=None) -> TrainedModel:
+    from mmssl.training.distributed import LostContact, on_main
     from mmssl.training.trainer import Trainer
 
-    trainer = Trainer(resolved.run, run_dir, progress=progress, echo=echo)
-    metrics = trainer.fit(net, ds, resume=resume, after_restore=after_restore)
+    trainer = Trainer(resolved.run, run_dir, progress=progress, echo=echo, dist=dist)
+    try:
+        metrics = trainer.fit(net, ds, resume=resume, after_restore=after_restore)
+    except LostContact as e:
+        if run_dir is None:
+            raise
+        raise LostContact(f"{e}; continue from the last epoch with: mmssl train --resume "
+                          f"{run_dir.path} --nproc {dist.world_size}") from None
     trained = TrainedModel(resolved, net, ds, metrics, trainer.history,
                            run_dir.path if run_dir else None, trainer.last_checkpoint)
     if run_dir is not None:
-        (run_dir / FILE_NAME).unlink(missing_ok=True)
-        Recommender.from_model(net, ds, source=str(run_dir.path)).save(run_dir / FILE_NAME)
-        export_for_serving(net, ds, run_dir.path)  # serving: new items, titles
-        run_dir.write_metrics(metrics)
-        _plot(run_dir, trainer.history, resolved.run.select, metrics)
+        def write() -> None:
+            (run_dir / FILE_NAME).unlink(missing_ok=True)
+            Recommender.from_model(net, ds, source=str(run_dir.path)).save(run_dir / FILE_NAME)
+            export_for_serving(net, ds, run_dir.path)  # serving: new items, titles
+            run_dir.write_metrics(metrics)
+            _plot(run_dir, trainer.history, resolved.run.select, metrics)
+
+        on_main(dist, write)
+    if dist is not None:
+        dist.close()
     return trained
 
 

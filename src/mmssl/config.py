@@ -92,6 +92,7 @@ class RunConfig:
     ks: tuple[PositiveInt, ...] = (10, 20, 50)  # cut-offs of every ranking metric
     select: str = "recall@20"  # validation metric that picks the best epoch (and the search's choice)
     eval_batch_size: PositiveInt = 1024  # users scored at once during evaluation (fewer on huge catalogues)
+    dist_timeout: PositiveFloat = 1800.0  # distributed runs: seconds a process waits for the others (rank 0 evaluating, a dead or hung process) before it stops with an error (torch's gloo default)
 
     def __post_init__(self) -> None:
         if not _DEVICE_RE.fullmatch(self.device):
@@ -112,6 +113,9 @@ class RunConfig:
 
 # Keys that may change when a run is resumed (the rest would make the run another run).
 RESUMABLE_KEYS = ("epochs", "patience", "eval_every", "threads", "device")
+# How long distributed processes wait for each other: changes nothing computed, so a resume may
+# change it too.
+WAITING_KEYS = ("dist_timeout",)
 
 
 # --------------------------------------------------------------- building
@@ -378,7 +382,7 @@ def _has_range(hint: Any) -> bool:
 
 
 __all__ = [
-    "CONFIG_VERSION", "PROTOCOLS", "RESUMABLE_KEYS", "AnyFloat", "Fraction", "NonNegativeFloat",
+    "CONFIG_VERSION", "PROTOCOLS", "RESUMABLE_KEYS", "WAITING_KEYS", "AnyFloat", "Fraction", "NonNegativeFloat",
     "NonNegativeInt", "PositiveFloat", "PositiveInt", "Range", "RunConfig", "Settings",
     "UnitInterval", "build_config", "config_fields", "config_to_dict", "parse_overrides",
     "read_yaml", "resolve", "split_values", "unchecked_numeric_fields",

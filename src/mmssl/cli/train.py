@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace an existing run at --out (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     p.add_argument("--json", action="store_true", help="print metrics.json instead of a table")
+    p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                   help="train as N processes on this machine, each on its share of every batch "
+                        "(gloo on CPU, NCCL with one GPU each); the same as torchrun "
+                        "--nproc-per-node N -m mmssl train ... (default: 1)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="re-evaluate a saved run",
@@ -78,18 +82,23 @@ def _list_models_in_help(parser: argparse.ArgumentParser) -> None:
     parser.format_help = format_help
 
 
-def _train(args: argparse.Namespace) -> int:
-    from mmssl import api
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
-    progress = not args.quiet
+
+def _train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.model or args.data or args.config or args.overwrite:
             raise ConfigError("--resume RUN takes its model, data and config from RUN; drop "
                               "--model/--data/--config/--overwrite")
         if args.out and Path(args.out) != Path(args.resume):
             raise ConfigError("--resume RUN continues RUN in place; drop --out")
-        trained = api.resume(args.resume, args.set, progress=progress)
-        out = args.resume
     else:
         missing = [f"--{n}" for n in ("model", "data", "out") if not getattr(args, n)]
         if args.config:  # a run's config.yaml names its model and data
@@ -100,17 +109,46 @@ def _train(args: argparse.Namespace) -> int:
                        and not (m == "--data" and saved.get("data"))]
         if missing:
             raise ConfigError(f"train needs {', '.join(missing)} (or --resume RUN)")
+    from mmssl.training.launch import launch, launched
+
+    if args.nproc > 1:
+        if launched():
+            raise ConfigError("--nproc starts its own processes, but this one is already part of "
+                              "a distributed run (WORLD_SIZE is set); drop --nproc under torchrun")
+        return launch(_child_argv(args), args.nproc)
+    if launched():  # one process of a distributed run: torch's C++ notices once, not N times
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # read when torch loads, below
+    from mmssl import api
+
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone prints
+    progress = not args.quiet and main_process
+    if args.resume:
+        metrics = api.resume(args.resume, args.set, progress=progress).metrics
+        out = args.resume
+    else:
         metrics = api.train(args.model, args.data, args.out, args.config, args.set,
                             progress=progress, overwrite=args.overwrite)
         out = args.out
-        trained = None
-    metrics = trained.metrics if trained is not None else metrics
+    if not main_process:
+        return 0
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         print(summary_table(metrics))
     print(f"run written to {out}")
     return 0
+
+
+def _child_argv(args: argparse.Namespace) -> list[str]:
+    """``mmssl train`` arguments that repeat these ones, without ``--nproc``."""
+    argv = ["train"]
+    for name in ("model", "data", "out", "config", "resume"):
+        if getattr(args, name):
+            argv += [f"--{name}", str(getattr(args, name))]
+    for pair in args.set:
+        argv += ["--set", pair]
+    argv += [f"--{flag}" for flag in ("overwrite", "quiet", "json") if getattr(args, flag)]
+    return argv
 
 
 def summary_table(metrics: dict) -> str:

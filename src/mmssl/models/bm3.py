@@ -107,7 +107,7 @@ class BM3(Model):
                 f_target = F.dropout(f_online, cfg.dropout, training=True)
             f_pred = self.predictor(f_online)
             modal = modal + _misalignment(f_pred, i_target) + _misalignment(f_pred, f_target)
-        reg = embedding_norm_loss(user, item)
+        reg = embedding_norm_loss(user, item, batch=False)  # whole tables, not batch rows
         loss = align + cfg.reg_weight * reg + cfg.cl_weight * modal
         return {"loss": loss, "align": align, "modal": modal, "reg": reg}
 

@@ -1,13 +1,17 @@
-"""Vectorised BPR sampling: users, positives and negatives drawn with torch on the CPU."""
+"""Vectorised BPR sampling: users, positives and negatives drawn with torch on the CPU; and
+the slices of each batch that the processes of a distributed run train on."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from mmssl.models import shards
 from mmssl.models.base import Batch
 
 
@@ -117,3 +121,41 @@ class BprSampler:
         keys = users * self.n_items + items
         pos = torch.searchsorted(self.keys, keys).clamp_max(len(self.keys) - 1)
         return self.keys[pos] == keys
+
+
+@dataclass(frozen=True)
+class ShardBatch:
+    """This process's slice of one global batch, and where it sits in it."""
+
+    batch: Batch
+    shard: shards.Shard
+
+
+def split_sizes(total: int, world_size: int) -> tuple[int, ...]:
+    """Rows per process: as equal as they can be, the larger slices first."""
+    base, extra = divmod(total, world_size)
+    return tuple(base + (r < extra) for r in range(world_size))
+
+
+class ShardedSampler:
+    """A :class:`BprSampler`'s batches cut into disjoint contiguous slices, one per process.
+
+    Every process draws the whole batch from the shared generator, so the union of the slices
+    is what one process draws, and the generator's state is the same everywhere.
+    """
+
+    def __init__(self, sampler: BprSampler, rank: int, world_size: int, group: Any):
+        self.sampler, self.rank, self.world_size, self.group = sampler, rank, world_size, group
+
+    def steps_per_epoch(self) -> int:
+        """As the wrapped sampler's."""
+        return self.sampler.steps_per_epoch()
+
+    def epoch(self) -> Iterator[ShardBatch]:
+        """This process's slices of one epoch's batches."""
+        for batch in self.sampler.epoch():
+            sizes = split_sizes(len(batch.users), self.world_size)
+            shard = shards.Shard(self.group, self.rank, sizes)
+            cut = slice(shard.offset, shard.offset + shard.size)
+            yield ShardBatch(Batch(batch.users[cut], batch.pos_items[cut], batch.neg_items[cut]),
+                             shard)

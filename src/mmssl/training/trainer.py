@@ -4,7 +4,9 @@ checkpoints and exact resume.
 It knows a model only through the contract of :class:`mmssl.models.base.Model`. With a
 :class:`~mmssl.training.rundir.RunDirectory` it writes the log, ``best.pt`` and ``last.pt`` as it
 goes (so a killed run resumes where it stopped, bit for bit on CPU); without one it keeps the
-best weights and the history in memory.
+best weights and the history in memory. With a
+:class:`~mmssl.training.distributed.Distributed` context it trains one slice of every batch in
+each of several processes; rank 0 alone writes files and evaluates.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +29,9 @@ from mmssl.models.base import Model, Optimizers
 from mmssl.runtime import peak_memory_mb, resolve_device
 from mmssl.training.rundir import BEST, LAST, RunDirectory
 from mmssl.training.sampler import BprSampler
+
+if TYPE_CHECKING:
+    from mmssl.training.distributed import Distributed
 
 
 def initial_state() -> dict[str, Any]:
@@ -48,13 +53,18 @@ class Trainer:
         run_dir: where to write the log and checkpoints; None keeps everything in memory.
         progress: show progress bars and one line per epoch.
         echo: where epoch lines go (default: ``tqdm.write``).
+        dist: this process's place in a distributed run (None: a single process). Only rank 0
+            writes into ``run_dir`` and shows progress.
     """
 
     def __init__(self, run: RunConfig, run_dir: RunDirectory | None = None,
-                 progress: bool = True, echo: Callable[[str], None] | None = None):
+                 progress: bool = True, echo: Callable[[str], None] | None = None,
+                 dist: Distributed | None = None):
         self.run = run
         self.run_dir = run_dir
-        self.progress = progress
+        self.dist = dist
+        self.main = dist is None or dist.is_main  # the process that writes and evaluates
+        self.progress = progress and self.main
         self.echo = echo or tqdm.write
         self.history: list[dict[str, Any]] = []
         self.state = initial_state()
@@ -70,22 +80,28 @@ class Trainer:
         Returns the metrics (what ``metrics.json`` holds). The model is left on its device, in
         eval mode, with the best epoch's weights.
         """
-        run = self.run
-        device = resolve_device(run.device)
+        run, dist = self.run, self.dist
+        device = resolve_device(run.device) if dist is None else dist.device
         model.to(device)
         model.on_device(device)
         for note in model.notes:  # choices made while building: in the log, and shown
-            if self.run_dir is not None and not resume:
+            if self.run_dir is not None and not resume and self.main:
                 self.run_dir.append_log({"event": "note", "text": note})
             if self.progress:
                 self.echo(f"{model.name}: {note}")
         if model.learned:
+            if dist is not None:
+                dist.prepare(model)
+                if self.run_dir is not None and self.main:
+                    self.run_dir.append_log(dist.describe())
             optimizers = _as_dict(model.configure_optimizers())
             schedulers = model.configure_schedulers(optimizers)
             generator = torch.Generator().manual_seed(run.seed)
+            if dist is not None:
+                dist.seed_own_stream(run.seed)
             if resume:
                 self._restore(model, optimizers, schedulers, generator)
-                if after_restore is not None:
+                if after_restore is not None and self.main:
                     after_restore(self.state)
             if not finished(self.state, run):
                 self._train(model, dataset, optimizers, schedulers, generator)
@@ -112,35 +128,47 @@ class Trainer:
                                  generator, replace_when_short=getattr(model, "users_with_replacement", True))
         except ValueError as e:
             raise DataError(f"{where}: {e}") from None
+        dist = self.dist
+        if dist is None:
+            def step_fn(batch):
+                return model.training_step(batch.to(model.device), optimizers)
+        else:  # each process trains its slice; the losses are the whole batch's
+            sampler, step_fn = dist.shard(sampler), dist.stepper(model, optimizers)
         for epoch in range(state["epoch"] + 1, run.epochs):
             t0 = time.perf_counter()
             model.train()
-            model.on_epoch_start(epoch)
+            self._hook(model.on_epoch_start, epoch, 0)
             sums: dict[str, float] = {}
             bar = tqdm(sampler.epoch(), total=sampler.steps_per_epoch(), disable=not self.progress,
                        desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+            shown = 1 if dist is None else dist.world_size  # the bar: rank 0's slices, scaled
             for step, batch in enumerate(bar):
-                losses = model.training_step(batch.to(model.device), optimizers)
+                losses = step_fn(batch)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v
-                bar.set_postfix({k: f"{v / (step + 1):.4g}" for k, v in sums.items()}, refresh=False)
+                bar.set_postfix({k: f"{shown * v / (step + 1):.4g}" for k, v in sums.items()},
+                                refresh=False)
             bar.close()
+            if dist is not None:  # each process summed its slices' shares: now the batches'
+                sums = dist.sum_floats(sums)
             losses = {k: v / sampler.steps_per_epoch() for k, v in sums.items()}
             if not all(math.isfinite(v) for v in losses.values()):
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
                 raise MmsslError(f"epoch {epoch}: the loss is not finite ({shown}); "
                                  "lower the learning rate (--set lr=...)")
-            model.on_epoch_end(epoch)
+            self._hook(model.on_epoch_end, epoch, 1)
             for scheduler in schedulers.values():
                 scheduler.step()
             record: dict[str, Any] = {"epoch": epoch, "train_seconds": time.perf_counter() - t0, **losses}
             improved = False
-            if (epoch + 1) % run.eval_every == 0 or epoch == run.epochs - 1:
-                t1 = time.perf_counter()
-                valid = self.evaluate(model, dataset, "valid")
-                record["valid_seconds"] = time.perf_counter() - t1
-                record.update({f"valid_{k}": v for k, v in valid.items() if "@" in k})
-                score = valid[run.select]
+            validate = (epoch + 1) % run.eval_every == 0 or epoch == run.epochs - 1
+            if dist is not None:  # rank 0 validates; every process takes its record and decides alike
+                record = dist.on_main(lambda r=record, v=validate: {
+                    **r, **self._validate(model, dataset)} if v else r)
+            elif validate:
+                record.update(self._validate(model, dataset))
+            if validate:
+                score = record[f"valid_{run.select}"]
                 if score > state["best_score"]:
                     improved = True
                     state.update(best_score=score, best_epoch=epoch, bad_evals=0)
@@ -152,9 +180,10 @@ class Trainer:
             state["stopped"] = finished(state, run)
             self.history.append(record)
             if self.run_dir is not None:
-                self.run_dir.append_log(record)
-                self.run_dir.save_checkpoint(LAST, self._checkpoint(model, optimizers, schedulers,
-                                                                    generator))
+                last = self._checkpoint(model, optimizers, schedulers, generator)
+                if self.main:
+                    self.run_dir.append_log(record)
+                    self.run_dir.save_checkpoint(LAST, last)
             if self.progress:
                 self.echo(epoch_line(record, run.select, improved))
             if state["stopped"]:
@@ -163,16 +192,35 @@ class Trainer:
             self.last_checkpoint = copy.deepcopy(
                 self._checkpoint(model, optimizers, schedulers, generator))
 
+    def _validate(self, model: Model, dataset: Dataset) -> dict[str, Any]:
+        """Validation's fields of an epoch's record: seconds, then every metric."""
+        t1 = time.perf_counter()
+        valid = self.evaluate(model, dataset, "valid")
+        fields: dict[str, Any] = {"valid_seconds": time.perf_counter() - t1}
+        fields.update({f"valid_{k}": v for k, v in valid.items() if "@" in k})
+        return fields
+
+    def _hook(self, hook: Callable[[int], None], epoch: int, which: int) -> None:
+        """An epoch hook; in a distributed run its random draws are the same on every process."""
+        if self.dist is None:
+            hook(epoch)
+        else:
+            with self.dist.shared_random(self.run.seed, epoch, which):
+                hook(epoch)
+
     # ------------------------------------------------------- best and final
     def _save_best(self, model: Model, epoch: int) -> None:
         best = {"model": model.state_dict(), "extra": model.extra_state(), "epoch": epoch}
         if self.run_dir is not None:
-            self.run_dir.save_checkpoint(BEST, best)
+            if self.main:
+                self.run_dir.save_checkpoint(BEST, best)
         else:
             self._best = copy.deepcopy(best)
 
     def _load_best(self, model: Model) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.dist is not None:  # rank 0 reads, all load
+            best = self.dist.on_main(lambda: self.run_dir.load_checkpoint(BEST, "cpu"))
+        elif self.run_dir is not None:
             best = self.run_dir.load_checkpoint(BEST, model.device)
         elif self._best is not None:
             best = self._best
@@ -182,6 +230,11 @@ class Trainer:
         model.load_extra_state(best.get("extra", {}))
 
     def _final_metrics(self, model: Model, dataset: Dataset) -> dict[str, Any]:
+        if self.dist is not None:  # computed once, on rank 0
+            return self.dist.on_main(lambda: self._metrics(model, dataset))
+        return self._metrics(model, dataset)
+
+    def _metrics(self, model: Model, dataset: Dataset) -> dict[str, Any]:
         valid = self.evaluate(model, dataset, "valid")
         test = self.evaluate(model, dataset, "test")
         seconds = self.state["train_seconds"]
@@ -216,6 +269,8 @@ class Trainer:
         }
         if torch.cuda.is_available() and model.device.type == "cuda":
             ckpt["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.dist is not None:  # every process's random state (collective)
+            ckpt.update(self.dist.rng_checkpoint())
         return ckpt
 
     def _restore(self, model: Model, optimizers: Optimizers, schedulers: dict[str, Any],
@@ -223,9 +278,13 @@ class Trainer:
         if self.run_dir is None:
             raise MmsslError("resume needs a run directory")
         path = self.run_dir / LAST
-        if not path.exists():
+        if self.dist is not None:  # rank 0 reads, every process loads the same
+            ckpt = self.dist.on_main(lambda: self.run_dir.load_checkpoint(LAST, "cpu")
+                                     if path.exists() else None)
+        else:
+            ckpt = self.run_dir.load_checkpoint(LAST, model.device) if path.exists() else None
+        if ckpt is None:
             return  # killed before its first epoch ended: start afresh
-        ckpt = self.run_dir.load_checkpoint(LAST, model.device)
         try:
             model.load_state_dict(ckpt["model"])
             model.load_extra_state(ckpt.get("extra", {}))
@@ -237,17 +296,21 @@ class Trainer:
             for name, scheduler in schedulers.items():
                 if name in saved:
                     scheduler.load_state_dict(saved[name])
-            torch.set_rng_state(ckpt["torch_rng"])
+            if self.dist is not None:
+                self.dist.restore_rng(ckpt, self.run.seed)
+            else:
+                torch.set_rng_state(ckpt["torch_rng"])
+                if "cuda_rng" in ckpt and model.device.type == "cuda":
+                    torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
             generator.set_state(ckpt["sampler_rng"])
-            if "cuda_rng" in ckpt and model.device.type == "cuda":
-                torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
             state = dict(ckpt["state"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DataError(f"{path}: does not fit this model and dataset ({first[:200]})") from None
         self.state = state
-        self.run_dir.keep_log_until(state["epoch"])
-        self.history = [r for r in self.run_dir.read_log() if "epoch" in r]
+        if self.main:
+            self.run_dir.keep_log_until(state["epoch"])
+            self.history = [r for r in self.run_dir.read_log() if "epoch" in r]
 
 
 def epoch_line(record: dict[str, Any], select: str = "recall@20", improved: bool = False) -> str:

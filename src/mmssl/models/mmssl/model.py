@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmssl.data.dataset import Dataset
+from mmssl.models import shards
 from mmssl.models.base import Batch, ContentPath, Model, Optimizers, module_key
 from mmssl.models.losses import info_nce, info_nce_of_zeros, log_sigmoid_bpr
 from mmssl.models.mmssl.config import MMSSLConfig, resolve_config
@@ -311,14 +312,14 @@ class MMSSL(StructureLearning, Model):
             d_loss = self._critic_loss_exact(users, out, views, observed, obs_rows, obs_cols)
         d_optimizer = optimizers["discriminator"]
         d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
+        shards.backward(d_loss)  # loss.backward(), weighted by this process's rows when distributed
         d_optimizer.step()
 
         # Recommender (generator) step.
         u, i = out["user"], out["item"]
         u_b, p_b, n_b = u[users], i[pos], i[neg]
         bpr = log_sigmoid_bpr((u_b * p_b).sum(1), (u_b * n_b).sum(1))
-        emb_reg = cfg.emb_reg * (u_b.square().sum() + p_b.square().sum() + n_b.square().sum()) / (2 * cfg.batch_size)
+        emb_reg = cfg.emb_reg * shards.batch_sum(u_b.square().sum() + p_b.square().sum() + n_b.square().sum()) / (2 * cfg.batch_size)
         feat_reg = cfg.feat_reg * sum(x.square().sum() for x in out["item_modal"] + out["user_modal"]) / (2 * self.n_items)
         if out["graphs_empty"]:  # zero views: the loss is a constant, its value computed cheaply
             cl = sum(info_nce_of_zeros(len(users), u_b) for _ in self.modalities)
@@ -344,7 +345,7 @@ class MMSSL(StructureLearning, Model):
             loss = loss + out["zero"]  # +0: the attention weights' zero gradients (see forward)
         optimizer = optimizers["recommender"]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        shards.backward(loss)
         optimizer.step()
 
         if cfg.graph_mode == "official":

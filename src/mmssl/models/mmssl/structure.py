@@ -15,6 +15,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from mmssl.models import shards
 from mmssl.models.graph import SparseGraph
 
 # Dense blocks (rows x items) are cut into row chunks of at most this many scores: at 1M items a
@@ -152,8 +153,8 @@ class StructureLearning:
         elif self.k > 0:
             with torch.no_grad():
                 for j, m in enumerate(self.modalities):
-                    self.structure.pending[m].append(self._topk_items(
-                        users, out["user_modal"][j].detach(), out["item_modal"][j].detach(), observed))
+                    self.structure.pending[m].append(shards.concat(*self._topk_items(
+                        users, out["user_modal"][j].detach(), out["item_modal"][j].detach(), observed)))
 
     def refresh_graphs(self, batch_size: int = 1024) -> None:
         """Rebuild every G_m from all users' top-k items under sim(u_m, i_m) (refresh mode)."""

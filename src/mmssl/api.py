@@ -14,9 +14,8 @@
 ``variant=``); they are checked as the command line's ``--set`` are. The command line is a thin
 layer over this module.
 
-Started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), ``fit`` and ``resume`` train
-as one process of a distributed run (:mod:`mmssl.training.distributed`): rank 0 alone writes
-the run directory; every process returns the same metrics.
+Under ``torchrun`` (``WORLD_SIZE`` > 1), ``fit`` and ``resume`` train as one process of a
+distributed run (:mod:`mmssl.training.distributed`); rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -214,8 +213,7 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
     net = _build(resolved, ds, create_model)
     if run_dir is not None:
         kept = resolved.data is None  # a dataset only in memory: the run keeps a copy of it
-        if kept:
-            resolved = replace(resolved, data="dataset")  # relative to the run folder
+        resolved = replace(resolved, data="dataset") if kept else resolved  # in the run folder
 
         def create() -> None:
             run_dir.create(overwrite)
@@ -224,8 +222,7 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
             run_dir.write_config(_config_values(resolved, ds))
 
         on_main(dist, create)
-    return _train(resolved, net, ds, run_dir, resume=False, progress=progress, echo=echo,
-                  dist=dist)
+    return _train(resolved, net, ds, run_dir, resume=False, progress=progress, echo=echo, dist=dist)
 
 
 def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None = None,
@@ -246,8 +243,7 @@ def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None
         run = build_config(RunConfig, {**config_to_dict(resolved.run), **changes}, where="--set")
         resolved = replace(resolved, run=run)
     dist = from_run(resolved.run)  # None unless started by torchrun or --nproc
-    # what a killed write left behind
-    on_main(dist, lambda: io.remove_stale_temporaries_in(run_dir.path))
+    on_main(dist, lambda: io.remove_stale_temporaries_in(run_dir.path))  # a killed write's leftovers
     ds = _load_data(resolved, run_dir, values)
     net = _build(resolved, ds, create_model)
 
@@ -423,10 +419,9 @@ def _train(resolved: Settings, net, ds: Dataset, run_dir: RunDirectory | None, r
     try:
         metrics = trainer.fit(net, ds, resume=resume, after_restore=after_restore)
     except LostContact as e:
-        if run_dir is None:
-            raise
-        raise LostContact(f"{e}; continue from the last epoch with: mmssl train --resume "
-                          f"{run_dir.path} --nproc {dist.world_size}") from None
+        raise e if run_dir is None else LostContact(
+            f"{e}; continue from the last epoch with: mmssl train --resume {run_dir.path} "
+            f"--nproc {dist.world_size}") from None
     trained = TrainedModel(resolved, net, ds, metrics, trainer.history,
                            run_dir.path if run_dir else None, trainer.last_checkpoint)
     if run_dir is not None:

@@ -4,6 +4,8 @@
 class MmsslError(Exception):
     """Base class of every error mmssl raises on purpose."""
 
+    exit_at_once = False  # the command line exits without running destructors (os._exit)
+
 
 class DataError(MmsslError):
     """Bad input data: the message names the file, the line or field, and what is wrong."""

@@ -251,7 +251,7 @@ def test_a_dead_or_hung_rank_stops_the_other_within_the_timeout_with_one_line(
         waited = time.monotonic() - t0
     finally:
         kill(procs)
-    assert survivor.returncode == 2
+    assert survivor.returncode == 2, err
     assert waited < timeout + 30  # a dead peer is noticed at once, a hung one at the timeout
     lines = err.strip().splitlines()
     assert len(lines) == 1, err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from mmssl.errors import MmsslError
@@ -62,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except MmsslError as e:
         print(f"mmssl: error: {_one_line(e)}", file=sys.stderr)
+        if e.exit_at_once:  # e.g. a lost peer: tearing its threads down would abort the process
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except OSError as e:  # a file that could not be read or written: name it
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""

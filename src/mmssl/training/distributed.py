@@ -57,6 +57,7 @@ ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR
 
 class LostContact(MmsslError):
     """Another process of a distributed run died, hung past the timeout, or failed."""
+    exit_at_once = True  # the process group's threads still wait on the lost peer: no teardown
 
 
 def world_size_from_environment() -> int:
@@ -78,10 +79,9 @@ class Distributed:
         device: where its model lives (``cuda:LOCAL_RANK`` on CUDA).
         backend: ``gloo`` (CPU) or ``nccl`` (CUDA).
         group: the process group of the trainer's collectives and DDP.
-        batch_group: a second group for the collectives inside losses, so that they never
-            interleave with DDP's gradient buckets.
+        batch_group: a second group for the losses' collectives (never amid DDP's buckets).
         timeout: seconds a collective waits for the others.
-        owned: whether this module initialised the process group (and so destroys it).
+        owned: whether this module initialised (and so destroys) the process group.
     """
 
     rank: int
@@ -270,8 +270,8 @@ def on_main(dist: Distributed | None, fn: Callable[[], Any]) -> Any:
 
 
 def from_environment(device_name: str, timeout: float, threads: int) -> Distributed | None:
-    """The distributed context torchrun (or ``--nproc``) set up through the environment, with
-    the process group initialised; None for a single process (``WORLD_SIZE`` unset or 1).
+    """The distributed context torchrun (or ``--nproc``) set up, its process group initialised;
+    None for a single process (``WORLD_SIZE`` unset or 1).
 
     The backend follows the device: NCCL on CUDA (``cuda:LOCAL_RANK``), gloo on the CPU.
     ``threads`` 0 gives each process its share of the cores when several share a machine.

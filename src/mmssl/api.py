@@ -170,7 +170,6 @@ class TrainedModel:
         return path
 
 
-# ------------------------------------------------------------------ fitting
 def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike | None = None,
         *, config: str | os.PathLike | None = None, overrides: list[str] | None = None,
         overwrite: bool = False, progress: bool = True, echo=None, **settings: Any) -> TrainedModel:
@@ -229,8 +228,8 @@ def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None
            progress: bool = True, echo=None) -> TrainedModel:
     """Continue the run at ``path`` where it stopped (bit for bit on CPU).
 
-    Only ``epochs``, ``patience``, ``eval_every``, ``threads`` and ``device`` may change
-    (``overrides``); a change is recorded in the log and in config.yaml. Any other key is refused.
+    Only ``epochs``, ``patience``, ``eval_every``, ``threads``, ``device`` and ``dist_timeout``
+    may change (``overrides``); a change is logged and kept in config.yaml, another key refused.
     """
     from mmssl.models import create_model
     from mmssl.training.distributed import from_run, on_main
@@ -240,8 +239,8 @@ def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None
     resolved = _settings_from(values, run_dir)
     changes = _resume_changes(resolved, overrides)
     if changes:
-        run = build_config(RunConfig, {**config_to_dict(resolved.run), **changes}, where="--set")
-        resolved = replace(resolved, run=run)
+        resolved = replace(resolved, run=build_config(
+            RunConfig, {**config_to_dict(resolved.run), **changes}, where="--set"))
     dist = from_run(resolved.run)  # None unless started by torchrun or --nproc
     on_main(dist, lambda: io.remove_stale_temporaries_in(run_dir.path))  # a killed write's leftovers
     ds = _load_data(resolved, run_dir, values)
@@ -363,7 +362,8 @@ def _resume_changes(resolved: Settings, overrides) -> dict[str, Any]:
                              {key: value}, where="--set")
         if config_to_dict(probe)[key] != current[key]:
             raise ConfigError(f"--set {key}: cannot change when resuming (only "
-                              f"{', '.join(RESUMABLE_KEYS)} can); start a new run with --out")
+                              f"{', '.join(RESUMABLE_KEYS + WAITING_KEYS)} can); start a new "
+                              "run with --out")
     return changes
 
 

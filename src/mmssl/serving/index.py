@@ -23,9 +23,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from mmssl.errors import ConfigError
+from mmssl.serving.recommender import rows_at_once, top_rows
 
 FAISS_ABOVE = 200_000  # auto: exact below this many items, FAISS from here on
-_BLOCK = 1 << 25  # at most this many scores at once (128 MB of float32)
 INDEX_KINDS = ("auto", "exact", "faiss", "faiss-ivf", "faiss-hnsw")
 
 
@@ -54,15 +54,6 @@ class ReadWriteLock:
         with self._cond:
             self._cond.wait_for(lambda: self._readers == 0)
             yield
-
-
-def _top_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``k`` best columns, best first (ties: lower index first)."""
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.lexsort((top, -top_scores), axis=1)
-    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
 
 
 class ExactIndex:
@@ -112,15 +103,15 @@ class ExactIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         with self.lock.reading():
             items = self._data[:self._n]
-            rows_at_once = max(1, min(1024, _BLOCK // max(1, len(items))))
+            step = rows_at_once(len(items))
             out = []
-            for start in range(0, len(queries), rows_at_once):
-                scores = queries[start:start + rows_at_once] @ items.T
-                if exclude is not None:
-                    for r, ex in enumerate(exclude[start:start + rows_at_once]):
-                        if len(ex):
-                            scores[r, ex] = -np.inf
-                top, top_scores = _top_rows(scores, k)
+            for start in range(0, len(queries), step):
+                scores = queries[start:start + step] @ items.T
+                if exclude is not None:  # one scatter for the block's excluded items
+                    ex = [np.asarray(e, dtype=np.int64) for e in exclude[start:start + step]]
+                    rows = np.repeat(np.arange(len(ex)), [len(e) for e in ex])
+                    scores[rows, np.concatenate(ex) if ex else rows] = -np.inf
+                top, top_scores = top_rows(scores, k)
                 for r in range(len(top)):
                     keep = np.isfinite(top_scores[r])
                     out.append((top[r][keep], top_scores[r][keep]))

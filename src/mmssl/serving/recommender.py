@@ -25,6 +25,20 @@ from mmssl.errors import DataError
 FILE_NAME = "recommender.npz"
 _ROWS = 1024  # users scored at once: a batch of (rows, n_items) scores, never the whole matrix
 _BLOCK = 1 << 25  # at most this many scores at once (128 MB of float32), on huge catalogues
+
+
+def rows_at_once(n_items: int) -> int:
+    """How many query rows to score at once against ``n_items`` items (bounded memory)."""
+    return max(1, min(_ROWS, _BLOCK // max(1, n_items)))
+
+
+def top_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` best columns and their scores, best first (ties: lower index first)."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.lexsort((top, -top_scores), axis=1)
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
 _ARRAYS = ("user_ids", "item_ids", "user_factors", "item_factors", "seen_indptr", "seen_indices")
 
 
@@ -142,20 +156,16 @@ class Recommender:
         users = list(users)
         index = self.user_indices(users)
         k = min(int(k), len(self.item_ids))
-        rows_at_once = max(1, min(_ROWS, _BLOCK // max(1, len(self.item_ids))))
+        step = rows_at_once(len(self.item_ids))
         out = []
-        for start in range(0, len(index), rows_at_once):
-            rows = index[start:start + rows_at_once]
+        for start in range(0, len(index), step):
+            rows = index[start:start + step]
             scores = self.user_factors[rows] @ self.item_factors.T
             if exclude_seen:
                 seen = self.seen[rows].tocoo()
                 scores[seen.row, seen.col] = -np.inf
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.lexsort((top, -top_scores), axis=1)  # best first, ties by lower index
-            top = np.take_along_axis(top, order, axis=1)
-            top_scores = np.take_along_axis(top_scores, order, axis=1)
-            for r, user in enumerate(users[start:start + rows_at_once]):
+            top, top_scores = top_rows(scores, k)
+            for r, user in enumerate(users[start:start + step]):
                 keep = np.isfinite(top_scores[r])
                 out.append(Recommendation(str(user), self.item_ids[top[r][keep]].tolist(),
                                           top_scores[r][keep].tolist()))

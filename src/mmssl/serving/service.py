@@ -24,9 +24,9 @@ import numpy as np
 
 from mmssl.errors import DataError
 from mmssl.serving.coldstart import FILE_NAME as COLD_FILE
-from mmssl.serving.coldstart import ITEMS_FILE, ColdStart
+from mmssl.serving.coldstart import ITEMS_FILE, ColdStart, unit_rows
 from mmssl.serving.index import FAISS_ABOVE, build_index
-from mmssl.serving.recommender import Recommender
+from mmssl.serving.recommender import Recommender, top_rows
 
 MAX_K = 1000  # the most items one request may ask for
 MAX_BATCH = 1000  # users in one batch request, items or seen items in one request
@@ -177,16 +177,15 @@ class Service:
         k = check_k(k)
         n = self.item_index(item)
         if self._unit is None:
-            self._unit = _unit_rows(self.rec.item_factors)
-        query = _unit_rows(self.vectors_of([n]))[0]
-        scores = np.concatenate([self._unit @ query, _unit_rows(self._new) @ query])
+            self._unit = unit_rows(self.rec.item_factors)
+        query = unit_rows(self.vectors_of([n]))[0]
+        scores = np.concatenate([self._unit @ query, unit_rows(self._new) @ query])
         scores[n] = -np.inf
         k = min(k, len(scores) - 1)
         if k < 1:
             return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.lexsort((top, -scores[top]))]
-        return [self.describe_item(int(i), scores[i]) for i in top]
+        top, _ = top_rows(scores[None, :], k)
+        return [self.describe_item(int(i), scores[i]) for i in top[0]]
 
     def vectors_of(self, indices) -> np.ndarray:
         """(len(indices), d) vectors of items by index, warm or new."""
@@ -258,10 +257,6 @@ class Service:
         with self._write:
             self.new_users[user] = (vector, seen)
         return {"id": user, "items": len(seen)}
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 __all__ = ["MAX_BATCH", "MAX_K", "Conflict", "Service", "UnknownId", "check_k", "read_items_table"]

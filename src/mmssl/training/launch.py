@@ -60,18 +60,27 @@ def launch(argv: list[str], nproc: int, grace: float = GRACE_SECONDS) -> int:
 
 
 def _wait(procs: list[subprocess.Popen], grace: float) -> int:
-    """Poll until all have ended; after the first failure give the rest ``grace`` seconds."""
+    """Poll until all have ended; after the first failure give the rest ``grace`` seconds.
+
+    Every rank killed by a signal is reported (it could not say why itself). When several
+    failures show up in one poll, a killed rank counts as the first: the others' errors
+    (lost contact) are its consequence."""
     failed: tuple[int, int] | None = None  # (rank, exit code)
+    reported: set[int] = set()
     deadline = None
     while True:
         codes = [p.poll() for p in procs]
         for rank, code in enumerate(codes):
-            if code not in (None, 0) and failed is None:
-                failed = (rank, code)
+            if code is not None and code < 0 and rank not in reported:
+                reported.add(rank)
+                print(f"mmssl: error: rank {rank} of {len(procs)} was killed by "
+                      f"{_signal_name(-code)}", file=sys.stderr, flush=True)
+        if failed is None:
+            failures = [(code >= 0, rank, code) for rank, code in enumerate(codes)
+                        if code not in (None, 0)]
+            if failures:
+                failed = min(failures)[1:]
                 deadline = time.monotonic() + grace
-                if code < 0:  # it could not say why itself
-                    print(f"mmssl: error: rank {rank} of {len(procs)} was killed by "
-                          f"{_signal_name(-code)}", file=sys.stderr, flush=True)
         if all(code is not None for code in codes):
             break
         if deadline is not None and time.monotonic() > deadline:

@@ -44,6 +44,7 @@ from mmssl.errors import ConfigError, DataError
 from mmssl.serving.coldstart import export_for_serving  # serving: coldstart.npz, items.tsv
 from mmssl.serving.recommender import FILE_NAME, Recommendation, Recommender
 from mmssl.training import rundir as files
+from mmssl.training.curves import plot_run
 from mmssl.training.rundir import RunDirectory
 
 
@@ -166,13 +167,14 @@ class TrainedModel:
                 out.write_metrics(self.metrics)
             self.recommender().save(tmp / FILE_NAME)
             export_for_serving(self.model, self.dataset, tmp)  # serving: new items, titles
-            _plot(out, self.history, self.run.select, self.metrics)
+            plot_run(out.path, self.history, self.run.select, self.metrics)
         return path
 
 
 def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike | None = None,
         *, config: str | os.PathLike | None = None, overrides: list[str] | None = None,
-        overwrite: bool = False, progress: bool = True, echo=None, **settings: Any) -> TrainedModel:
+        overwrite: bool = False, progress: bool = True, echo=None, on_epoch=None,
+        **settings: Any) -> TrainedModel:
     """Train ``model`` on ``dataset`` and return it, best validation epoch loaded.
 
     Args:
@@ -184,6 +186,7 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
         overrides: ``["key=value", ...]`` as on the command line (``--set``).
         overwrite: replace an existing run at ``out``.
         progress: progress bars and one line per epoch.
+        on_epoch: called with each epoch's record (see :class:`~mmssl.training.trainer.Trainer`).
         **settings: any setting by its flat name, e.g. ``epochs=50, lr=0.01, protocol="mmssl"``.
 
     Raises:
@@ -221,11 +224,12 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
             run_dir.write_config(_config_values(resolved, ds))
 
         on_main(dist, create)
-    return _train(resolved, net, ds, run_dir, resume=False, progress=progress, echo=echo, dist=dist)
+    return _train(resolved, net, ds, run_dir, resume=False, progress=progress, echo=echo, dist=dist,
+                  on_epoch=on_epoch)
 
 
 def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None = None,
-           progress: bool = True, echo=None) -> TrainedModel:
+           progress: bool = True, echo=None, on_epoch=None) -> TrainedModel:
     """Continue the run at ``path`` where it stopped (bit for bit on CPU).
 
     Only ``epochs``, ``patience``, ``eval_every``, ``threads``, ``device`` and ``dist_timeout``
@@ -254,27 +258,28 @@ def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None
             run_dir.write_config(_config_values(resolved, ds, keep=values))
 
     return _train(resolved, net, ds, run_dir, resume=True, progress=progress, echo=echo,
-                  after_restore=record_changes, dist=dist)
+                  after_restore=record_changes, dist=dist, on_epoch=on_epoch)
 
 
 def train(model_name: str | None, data_dir: str | os.PathLike | None, out: str | os.PathLike,
           config_file: str | None = None, overrides: list[str] | None = None,
           resume: bool = False, progress: bool = True, overwrite: bool = False,
-          echo=None) -> dict[str, Any]:
+          echo=None, on_epoch=None) -> dict[str, Any]:
     """``mmssl train``: fit or resume into the run directory ``out``; returns metrics.json.
 
     ``config_file`` may be a run's saved ``config.yaml``: its ``model`` and ``data`` entries
     fill in ``model_name`` and ``data_dir`` when those are not given.
     """
     if resume:
-        return globals()["resume"](out, overrides, progress=progress, echo=echo).metrics
+        return globals()["resume"](out, overrides, progress=progress, echo=echo,
+                                   on_epoch=on_epoch).metrics
     values = read_yaml(config_file) if config_file else {}
     model_name = model_name or values.get("model")
     data_dir = data_dir or values.get("data")
     if not model_name or not data_dir:
         raise ConfigError("train needs a model and a data directory (--model, --data)")
     return fit(model_name, data_dir, out, config=config_file, overrides=overrides,
-               overwrite=overwrite, progress=progress, echo=echo).metrics
+               overwrite=overwrite, progress=progress, echo=echo, on_epoch=on_epoch).metrics
 
 
 def load(path: str | os.PathLike, device: str | None = None,
@@ -411,11 +416,11 @@ def _config_values(resolved: Settings, ds: Dataset, keep: dict | None = None) ->
 
 
 def _train(resolved: Settings, net, ds: Dataset, run_dir: RunDirectory | None, resume: bool,
-           progress: bool, echo, after_restore=None, dist=None) -> TrainedModel:
+           progress: bool, echo, after_restore=None, dist=None, on_epoch=None) -> TrainedModel:
     from mmssl.training.distributed import LostContact, on_main
     from mmssl.training.trainer import Trainer
 
-    trainer = Trainer(resolved.run, run_dir, progress=progress, echo=echo, dist=dist)
+    trainer = Trainer(resolved.run, run_dir, progress=progress, echo=echo, dist=dist, on_epoch=on_epoch)
     try:
         metrics = trainer.fit(net, ds, resume=resume, after_restore=after_restore)
     except LostContact as e:
@@ -430,21 +435,12 @@ def _train(resolved: Settings, net, ds: Dataset, run_dir: RunDirectory | None, r
             Recommender.from_model(net, ds, source=str(run_dir.path)).save(run_dir / FILE_NAME)
             export_for_serving(net, ds, run_dir.path)  # serving: new items, titles
             run_dir.write_metrics(metrics)
-            _plot(run_dir, trainer.history, resolved.run.select, metrics)
+            plot_run(run_dir.path, trainer.history, resolved.run.select, metrics)
 
         on_main(dist, write)
     if dist is not None:
         dist.close()
     return trained
-
-
-def _plot(run_dir: RunDirectory, history: list[dict], select: str, metrics: dict | None) -> None:
-    from mmssl.training.curves import plot_curves
-
-    if history:
-        best = metrics.get("best_epoch") if metrics else None
-        name = metrics.get("model") if metrics else None
-        plot_curves(history, run_dir / files.CURVES, select, best, title=name)
 
 
 __all__ = ["TrainedModel", "fit", "load", "resume", "train"]

@@ -146,3 +146,14 @@ def test_real_repr(shared_data):
     text = repr(ds)
     assert text.startswith("Dataset(943 users, 1682 items, 100000 interactions: train 80024 /")
     assert "modalities kg (64), text (384)" in text and len(text) < 200
+
+
+def test_planted_popularity_skews_each_clusters_draws_like_zipf():
+    from mmssl.data.synthetic import planted_dataset
+
+    flat = planted_dataset(4000, 200, 4000, n_clusters=4, in_cluster=1.0, seed=1)
+    zipf = planted_dataset(4000, 200, 4000, n_clusters=4, in_cluster=1.0, popularity=1.0, seed=1)
+    counts = np.bincount(zipf.items, minlength=200)
+    # item j of a cluster (ids c, c + 4, ...) has weight 1 / (j + 1): the first beat the tenth
+    assert (counts[:4] > 3 * counts[36:40]).all()
+    assert np.bincount(flat.items, minlength=200).max() < 2 * counts[:4].min()

@@ -204,7 +204,7 @@ def test_configs_carry_mmrec_defaults():
         with pytest.raises(dataclasses.FrozenInstanceError):
             config.lr = 1.0
     assert get_model_class("vbpr").Config().reg_weight == 1.0
-    assert get_model_class("bpr").Config().reg_weight == 1.0
+    assert get_model_class("bpr").Config().reg_weight == 0.1  # not 1.0: that does not learn on sparse data (issue 14)
     assert get_model_class("lightgcn").Config().n_layers == 3
     assert get_model_class("lattice").Config().lr == 1e-4
 

@@ -15,7 +15,7 @@ from mmssl.data.dataset import save_dataset
 from mmssl.data.synthetic import planted_dataset
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "runs-0.1"
-SETS = {"bpr": ["epochs=4", "batch_size=64", "threads=1", "patience=10"],
+SETS = {"bpr": ["epochs=4", "batch_size=64", "threads=1", "patience=10", "reg_weight=1.0"],  # 0.1's default
         "mmssl-paper": ["variant=paper", "epochs=4", "batch_size=32", "threads=1", "patience=10",
                         "embed_dim=16"]}
 

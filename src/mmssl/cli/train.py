@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train as N processes on this machine, each on its share of every batch "
                         "(gloo on CPU, NCCL with one GPU each); the same as torchrun "
                         "--nproc-per-node N -m mmssl train ... (default: 1)")
+    p.add_argument("--log", action="append", default=[], choices=["tensorboard", "mlflow"],
+                   help="also write the epochs' losses and validation metrics and the final "
+                        "metrics to TensorBoard (RUN/tensorboard) or MLflow (RUN/mlflow.db, "
+                        "or $MLFLOW_TRACKING_URI); needs mmssl[track]; repeatable")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="re-evaluate a saved run",
@@ -122,13 +126,18 @@ def _train(args: argparse.Namespace) -> int:
 
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone prints
     progress = not args.quiet and main_process
-    if args.resume:
-        metrics = api.resume(args.resume, args.set, progress=progress).metrics
-        out = args.resume
-    else:
-        metrics = api.train(args.model, args.data, args.out, args.config, args.set,
-                            progress=progress, overwrite=args.overwrite)
-        out = args.out
+    out = args.resume or args.out
+    from mmssl.training.tracking import Trackers
+
+    trackers = Trackers(args.log if main_process else [], out)
+    try:
+        metrics = api.train(args.model, args.data, out, args.config, args.set,
+                            resume=bool(args.resume), progress=progress,
+                            overwrite=args.overwrite, on_epoch=trackers.on_epoch)
+    except BaseException:
+        trackers.close(failed=True)
+        raise
+    trackers.finish(metrics)
     if not main_process:
         return 0
     if args.json:
@@ -147,6 +156,8 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
             argv += [f"--{name}", str(getattr(args, name))]
     for pair in args.set:
         argv += ["--set", pair]
+    for kind in args.log:
+        argv += ["--log", kind]
     argv += [f"--{flag}" for flag in ("overwrite", "quiet", "json") if getattr(args, flag)]
     return argv
 

@@ -16,13 +16,16 @@ def planted_dataset(
     in_cluster: float = 0.9,
     noise: float = 0.5,
     zero_rows: int = 0,
+    popularity: float = 0.0,
     seed: int = 0,
 ) -> Dataset:
     """Users and items fall into ``n_clusters`` clusters; a user's interactions are items of its
     own cluster with probability ``in_cluster``; each modality's item features are the cluster's
     random centroid plus Gaussian noise (``noise`` times unit variance), so both the
     interactions and the content carry the planted signal. The first ``zero_rows`` items get
-    all-zero rows in the first modality (items without content).
+    all-zero rows in the first modality (items without content). ``popularity`` > 0 skews the
+in-cluster draws: the j-th item of a cluster is drawn with weight ``(j + 1) ** -popularity``
+(Zipf-like, as real catalogues are); 0 draws them uniformly.
 
     Split per user at random: one interaction to test, one to valid (users with >= 3), the
     rest to train. Duplicate (user, item) pairs are dropped, so the count is approximate.
@@ -36,7 +39,13 @@ def planted_dataset(
     same = rng.random(n_interactions) < in_cluster
     # Items of cluster c are c, c + n_clusters, ...; draw one of them, or any item.
     per_cluster = np.bincount(item_cluster, minlength=n_clusters)
-    pick = (rng.random(n_interactions) * per_cluster[user_cluster[users]]).astype(np.int64)
+    size = per_cluster[user_cluster[users]]
+    if popularity > 0:  # inverse CDF of the weights (j + 1) ** -popularity over the cluster's items
+        cum = np.cumsum(np.arange(1, per_cluster.max() + 1, dtype=np.float64) ** -popularity)
+        pick = np.searchsorted(cum, rng.random(n_interactions) * cum[size - 1], side="right")
+        pick = np.minimum(pick, size - 1)
+    else:
+        pick = (rng.random(n_interactions) * size).astype(np.int64)
     items = np.where(same, user_cluster[users] + pick * n_clusters, rng.integers(n_items, size=n_interactions))
     keys = np.unique(users.astype(np.int64) * n_items + items)
     users, items = keys // n_items, keys % n_items

@@ -4,7 +4,8 @@ Layout of a bench directory::
 
     runs/MODEL/seed-S/      one run directory per model and seed (skipped when finished,
                             resumed when interrupted)
-    search/MODEL/trial-N/   hyper-parameter trials (with --grid), chosen on validation only
+    search/MODEL/trial-N/   hyper-parameter trials (--grid, --search), chosen on validation only
+    search/trials.csv|png   with --search optuna: every trial and its validation score
     chosen.yaml             the settings the search chose, per model
     results.csv             one row per run: model, seed, best epoch, seconds, every metric
     summary.md              mean +- std over seeds, best model in bold, paired tests vs the best
@@ -49,10 +50,61 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="evaluation protocol of every run (default: standard)")
     p.add_argument("--focus", metavar="MODEL",
                    help="also compare MODEL with the best other model in summary.md")
-    p.add_argument("--grid", help="YAML search space per model, searched on validation first")
+    p.add_argument("--grid", help="YAML search space per model (MODEL: {KEY: [values]}), searched "
+                                  "on validation first (with --search optuna: replaces the "
+                                  "declared spaces of the models it names)")
+    p.add_argument("--search", choices=["grid", "random", "optuna"],
+                   help="how to search: every combination of --grid, a random sample of it, or "
+                        "Optuna's TPE over each model's declared space (needs mmssl[tune])")
+    p.add_argument("--trials", type=int, help="trials per model, the same for every model "
+                   "(grid/random: the grid file's trials; optuna: default 20)")
+    p.add_argument("--timeout", type=float, help="optuna: seconds of search per model at most")
+    p.add_argument("--log", action="append", default=[], choices=["tensorboard", "mlflow"],
+                   help="also track every run (and trial) in TensorBoard (RUN/tensorboard) or "
+                        "MLflow (OUT/mlflow.db, or $MLFLOW_TRACKING_URI); needs mmssl[track]")
     p.add_argument("--set", action="append", default=[], metavar="[MODEL:]KEY=VALUE",
                    help="override a setting for all models, or for one with MODEL: (repeatable)")
     p.set_defaults(func=_bench)
+
+    t = sub.add_parser("tune", help="search one model's settings on validation (Optuna)",
+                       description="Search MODEL's settings on validation only with Optuna's TPE "
+                                   "sampler and pruning (needs mmssl[tune]), or with --search "
+                                   "grid/random over --grid. Writes OUT/chosen.yaml, "
+                                   "OUT/search/trials.csv and trials.png; run it again to resume.")
+    t.add_argument("--model", required=True, help="model name")
+    t.add_argument("--data", required=True, help="dataset folder")
+    t.add_argument("--out", required=True, help="search directory (reused to resume)")
+    t.add_argument("--trials", type=int, default=None, help="budget in trials (default: 20)")
+    t.add_argument("--timeout", type=float, help="seconds of search at most")
+    t.add_argument("--search", choices=["grid", "random", "optuna"], default="optuna",
+                   help="default: optuna")
+    t.add_argument("--grid", help="YAML search space (MODEL: {KEY: [values]}) instead of the "
+                                  "model's declared one")
+    t.add_argument("--seed", type=int, default=2022, help="seed of every trial (default: 2022)")
+    t.add_argument("--protocol", choices=["standard", "mmssl", "mmrec"],
+                   help="evaluation protocol of every trial (default: standard)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fixed setting of every trial (repeatable)")
+    t.set_defaults(func=_tune)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from mmssl.models import get_model_class
+
+    if not get_model_class(args.model).learned:
+        raise ConfigError(f"--model {args.model}: has nothing to tune (it is not trained)")
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed}: seeds are non-negative integers")
+    out = Path(args.out)
+    trials = args.trials if args.trials is not None or args.search != "optuna" else 20
+    chosen = run_bench(args.data, [args.model], [args.seed], out, protocol=args.protocol,
+                       grid=args.grid, overrides=args.set, search_method=args.search,
+                       trials=trials, timeout=args.timeout, search_only=True)[0]
+    values = chosen.get(args.model, {})
+    sets = " ".join(f"--set {k}={json.dumps(v)}" for k, v in values.items())
+    print(f"chosen: {out / 'chosen.yaml'}\ntrain it: mmssl train --model {args.model} "
+          f"--data {args.data} --out RUN {sets}".rstrip())
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -63,7 +115,8 @@ def _bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--first-seed {args.first_seed}: seeds are non-negative integers")
     seeds = [args.first_seed + i for i in range(args.seeds)]
     run_bench(args.data, models, seeds, Path(args.out), protocol=args.protocol,
-              grid=args.grid, overrides=args.set, focus=args.focus)
+              grid=args.grid, overrides=args.set, focus=args.focus, search_method=args.search,
+              trials=args.trials, timeout=args.timeout, log=args.log)
     print(f"summary: {Path(args.out) / 'summary.md'}")
     return 0
 
@@ -84,9 +137,13 @@ def model_overrides(overrides: list[str], model: str) -> list[str]:
 def run_bench(data: str, models: list[str], seeds: list[int], out: Path,
               protocol: str | None = None, grid: str | None = None,
               overrides: list[str] | None = None, focus: str | None = None,
-              progress: bool = False) -> list[dict[str, Any]]:
+              progress: bool = False, search_method: str | None = None, trials: int | None = None,
+              timeout: float | None = None, search_only: bool = False,
+              log: list[str] | None = None) -> list[dict[str, Any]]:
     """Train (or reuse) every model x seed run under ``out``; write the reports; return the rows.
 
+    With ``grid`` or ``search_method`` each model's setting is first searched on validation
+    (with the first seed); ``search_only`` stops there and returns ``[chosen]`` (mmssl tune).
     Everything is checked before the first run starts: model names, seeds, the protocol, every
     model's settings (``--set`` and the grid), and reusable run directories.
     """
@@ -117,6 +174,36 @@ def run_bench(data: str, models: list[str], seeds: list[int], out: Path,
     protocol = chosen_protocols.pop() if chosen_protocols else "standard"
     base = {m: model_overrides(overrides, m) + [f"protocol={protocol}"] for m in models}
     space = read_yaml(grid) if grid else None
+    if search_method in ("grid", "random"):
+        if not space:
+            raise ConfigError(f"--search {search_method}: give the grid with --grid FILE")
+        space = {**space, "search": search_method} | ({"trials": trials} if trials else {})
+    elif search_method is None and (trials or timeout):
+        raise ConfigError("--trials/--timeout: give --search (grid, random or optuna)")
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials {trials}: give a budget of at least 1 trial")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"--timeout {timeout:g}: give a positive number of seconds")
+    budget = ""
+    if search_method == "optuna":
+        from mmssl.experiments.tune import check_space, import_optuna
+
+        import_optuna()  # fail before anything runs when it is missing
+        where = grid or "search_space"
+        unknown = sorted(set(space or {}) - set(models))
+        if unknown:
+            raise ConfigError(f"{grid}: {unknown[0]!r} is not a benchmarked model")
+        spaces = {m: check_space(m, (space or {}).get(m) or get_model_class(m).search_space, where)
+                  for m in models if get_model_class(m).learned}
+        trials, space = trials or 20, None
+        budget = f"Optuna TPE, {trials} trials per model" + (f", {timeout:g} s at most" if timeout else "")
+    elif space:
+        budget = f"{space.get('search', 'grid')} search" + (f", {space['trials']} trials per model"
+                                                             if space.get("trials") else "")
+    if log:
+        from mmssl.training.tracking import Trackers
+
+        Trackers(log, out)  # a missing tracker package fails here, before any run
     data_dir = str(Path(data).resolve())
     for m in models:  # every setting checked before anything is trained or written
         _settings(m, data_dir, base[m] + [f"seed={seeds[0]}"])
@@ -124,26 +211,56 @@ def run_bench(data: str, models: list[str], seeds: list[int], out: Path,
     out.mkdir(parents=True, exist_ok=True)
     select = _settings(models[0], data_dir, base[models[0]]).run.select
 
-    def run_one(model: str, run_dir: Path, sets: list[str]) -> tuple[dict[str, Any], str]:
+    def run_one(model: str, run_dir: Path, sets: list[str],
+                on_epoch=None) -> tuple[dict[str, Any], str]:
         check_reusable(run_dir, model, data_dir, sets)
         if (run_dir / "metrics.json").exists():
             return json.loads((run_dir / "metrics.json").read_text()), "done before"
         from mmssl import api
+        from mmssl.training.tracking import Trackers
 
         t = time.perf_counter()
-        if (run_dir / "last.pt").exists():
-            trained, note = api.resume(run_dir, progress=progress), "resumed"
-        else:  # new, or killed before its first epoch ended (config.yaml checked above)
-            trained = api.fit(model, dataset, run_dir, overrides=sets, overwrite=True,
-                              progress=progress)
-            note = ""
+        name = str(run_dir.relative_to(out)) if run_dir.is_relative_to(out) else run_dir.name
+        trackers = Trackers(log or [], run_dir, name=name, store=out)
+
+        def each(record: dict[str, Any]) -> None:
+            trackers.on_epoch(record)
+            if on_epoch is not None:
+                on_epoch(record)
+
+        try:
+            if (run_dir / "last.pt").exists():
+                trained, note = api.resume(run_dir, progress=progress, on_epoch=each), "resumed"
+            else:  # new, or killed before its first epoch ended (config.yaml checked above)
+                trained = api.fit(model, dataset, run_dir, overrides=sets, overwrite=True,
+                                  progress=progress, on_epoch=each)
+                note = ""
+        except BaseException:
+            trackers.close(failed=True)
+            raise
+        trackers.finish(trained.metrics)
         return trained.metrics, f"{time.perf_counter() - t:.0f} s" + (f" ({note})" if note else "")
 
-    if space:
+    chosen: dict[str, dict[str, Any]] = {}
+    if search_method == "optuna":
+        from mmssl.experiments.tune import optuna_search
+
+        patience = {m: _settings(m, data_dir, base[m]).run.patience for m in spaces}
+        chosen = optuna_search(list(spaces), out, spaces, lambda m, d, s, cb: run_one(
+            m, d, base[m] + s + [f"seed={seeds[0]}"], cb)[0], trials=trials, timeout=timeout,
+            select=select, seed=seeds[0], warmup=patience)
+        for m, values in chosen.items():
+            base[m] += [f"{k}={json.dumps(v)}" for k, v in values.items()]
+    elif space:
         chosen = search(models, out, space, lambda m, d, s: run_one(m, d, base[m] + s + [f"seed={seeds[0]}"])[0],
                         select=select)
         for m, values in chosen.items():
             base[m] += [f"{k}={json.dumps(v)}" for k, v in values.items()]
+    if search_only:
+        return [chosen] if budget else [{}]
+    search_note = (f"Settings chosen on validation (seed {seeds[0]}; {budget}): " + "; ".join(
+        f"{m} {', '.join(f'{k}={v}' for k, v in vs.items())}" for m, vs in chosen.items())
+        + ". Trials: chosen.yaml, search/.") if budget else None
 
     jobs = [(m, s) for m in models for s in seeds]
     rows, started = [], time.perf_counter()
@@ -159,7 +276,7 @@ def run_bench(data: str, models: list[str], seeds: list[int], out: Path,
               flush=True)
     write_results(rows, out)
     write_summary(rows, out, protocol, time.perf_counter() - started, select=select, focus=focus,
-                  dataset=Path(data).name)
+                  dataset=Path(data).name, note=search_note)
     return rows
 
 

@@ -58,8 +58,9 @@ def paired_tests(values: dict[str, dict[int, float] | list[float]], best: str
 
 def write_summary(rows: list[dict[str, Any]], out: Path, protocol: str, seconds: float,
                   select: str = "recall@20", focus: str | None = None,
-                  dataset: str | None = None) -> None:
-    """summary.md and summary.png from the rows of every run."""
+                  dataset: str | None = None, note: str | None = None) -> None:
+    """summary.md and summary.png from the rows of every run; ``note`` (how the settings were
+    chosen) follows the table."""
     models = list(dict.fromkeys(r["model"] for r in rows))
     per_model = {m: sorted((r for r in rows if r["model"] == m), key=lambda r: r["seed"]) for m in models}
     metrics = list(dict.fromkeys([*SUMMARY_METRICS, select]))
@@ -87,6 +88,8 @@ def write_summary(rows: list[dict[str, Any]], out: Path, protocol: str, seconds:
         lines.append(f"| {'**' + m + '**' if m == best else m} | " + " | ".join(cells + p_cells) + " |")
     runner_up = max((m for m in models if m != best), key=lambda m: mean[m][select], default=None)
     lines.append("")
+    if note:
+        lines += [note, ""]
     if runner_up:
         gain = mean[best][select] - mean[runner_up][select]
         t_p, w_p = tests[runner_up]

@@ -111,6 +111,8 @@ class Model(nn.Module):
         run_defaults: its published values of run settings (e.g. ``{"patience": 20}``).
         legacy_defaults: values of settings added since 0.1 that reproduce an 0.1 run, used
             when loading a config.yaml written before 0.2.
+        search_space: what ``mmssl tune`` and ``mmssl bench --search`` try, per setting: a list
+            of values, or ``{"low": a, "high": b, "log": True}`` for a range (Optuna only).
     """
 
     name: ClassVar[str] = "model"  # set by @register
@@ -120,6 +122,7 @@ class Model(nn.Module):
     sampling: ClassVar[Literal["user", "interaction"]] = "interaction"
     run_defaults: ClassVar[dict[str, Any]] = {}
     legacy_defaults: ClassVar[dict[str, Any]] = {}
+    search_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, dataset: Dataset, config: Any):
         super().__init__()

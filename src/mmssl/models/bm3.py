@@ -66,6 +66,7 @@ class BM3(Model):
     Config = BM3Config
     needs_features = True
     run_defaults = {"patience": 20}  # MMRec stopping_step
+    search_space = {"n_layers": [1, 2], "dropout": [0.3, 0.5], "reg_weight": [0.1, 0.01]}  # MMRec BM3.yaml
 
     def __init__(self, dataset: Dataset, config: BM3Config):
         super().__init__(dataset, config)

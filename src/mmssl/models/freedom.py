@@ -97,6 +97,7 @@ class FREEDOM(Model):
     Config = FREEDOMConfig
     needs_features = True
     run_defaults = {"patience": 20}  # MMRec stopping_step
+    search_space = {"dropout": [0.8, 0.9], "reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}  # MMRec FREEDOM.yaml
 
     def __init__(self, dataset: Dataset, config: FREEDOMConfig):
         super().__init__(dataset, config)

@@ -88,6 +88,7 @@ class LATTICE(Model):
     Config = LATTICEConfig
     needs_features = True
     run_defaults = {"patience": 20}  # MMRec stopping_step
+    search_space = {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3], "lr": [1e-4, 5e-4, 1e-3, 5e-3]}  # MMRec LATTICE.yaml
 
     def __init__(self, dataset: Dataset, config: LATTICEConfig):
         super().__init__(dataset, config)

@@ -41,6 +41,7 @@ class LightGCN(Model):
 
     Config = LightGCNConfig
     run_defaults = {"patience": 20}  # MMRec stopping_step
+    search_space = {"n_layers": [1, 2, 3, 4], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]}  # MMRec LightGCN.yaml
 
     def __init__(self, dataset: Dataset, config: LightGCNConfig):
         super().__init__(dataset, config)

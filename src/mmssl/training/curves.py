@@ -6,6 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from mmssl import io
+from mmssl.training.rundir import CURVES
+
+
+def plot_run(run_dir: Path, history: list[dict[str, Any]], select: str,
+             metrics: dict[str, Any] | None) -> None:
+    """A run directory's curves.png from its epoch records (nothing without epochs)."""
+    if history:
+        metrics = metrics or {}
+        plot_curves(history, Path(run_dir) / CURVES, select, metrics.get("best_epoch"),
+                    title=metrics.get("model"))
 
 
 def plot_curves(records: list[dict[str, Any]], out: Path, select: str = "recall@20",
@@ -48,4 +58,4 @@ def plot_curves(records: list[dict[str, Any]], out: Path, select: str = "recall@
     plt.close(fig)
 
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_curves", "plot_run"]

@@ -12,7 +12,9 @@ each of several processes; rank 0 alone writes files and evaluates.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -55,12 +57,17 @@ class Trainer:
         echo: where epoch lines go (default: ``tqdm.write``).
         dist: this process's place in a distributed run (None: a single process). Only rank 0
             writes into ``run_dir`` and shows progress.
+        on_epoch: called on rank 0 with each epoch's record (losses, seconds and, when it
+            validated, ``valid_*`` metrics) once it is logged and checkpointed; what it raises
+            stops training (a search pruning a trial, for instance).
     """
 
     def __init__(self, run: RunConfig, run_dir: RunDirectory | None = None,
                  progress: bool = True, echo: Callable[[str], None] | None = None,
-                 dist: Distributed | None = None):
+                 dist: Distributed | None = None,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None):
         self.run = run
+        self.on_epoch = on_epoch
         self.run_dir = run_dir
         self.dist = dist
         self.main = dist is None or dist.is_main  # the process that writes and evaluates
@@ -69,6 +76,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.state = initial_state()
         self.last_checkpoint: dict[str, Any] | None = None  # in-memory runs only
+        self.warnings: list[str] = []  # the guard's (see _guard)
         self._best: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- public
@@ -134,6 +142,9 @@ class Trainer:
                 return model.training_step(batch.to(model.device), optimizers)
         else:  # each process trains its slice; the losses are the whole batch's
             sampler, step_fn = dist.shard(sampler), dist.stepper(model, optimizers)
+        # the guard looks once, at the first validation after `patience` epochs (not again on resume)
+        guarded = any(f"valid_{run.select}" in r and r["epoch"] + 1 >= run.patience
+                      for r in self.history)
         for epoch in range(state["epoch"] + 1, run.epochs):
             t0 = time.perf_counter()
             model.train()
@@ -167,6 +178,9 @@ class Trainer:
                     **r, **self._validate(model, dataset)} if v else r)
             elif validate:
                 record.update(self._validate(model, dataset))
+            if validate and self.main and not guarded and epoch + 1 >= run.patience:
+                guarded = True
+                self._guard(model, dataset, max(state["best_score"], record[f"valid_{run.select}"]), epoch)
             if validate:
                 score = record[f"valid_{run.select}"]
                 if score > state["best_score"]:
@@ -186,6 +200,8 @@ class Trainer:
                     self.run_dir.save_checkpoint(LAST, last)
             if self.progress:
                 self.echo(epoch_line(record, run.select, improved))
+            if self.on_epoch is not None and self.main:
+                self.on_epoch(record)
             if state["stopped"]:
                 break
         if self.run_dir is None:  # in memory: what a later save() writes as last.pt
@@ -199,6 +215,26 @@ class Trainer:
         fields: dict[str, Any] = {"valid_seconds": time.perf_counter() - t1}
         fields.update({f"valid_{k}": v for k, v in valid.items() if "@" in k})
         return fields
+
+    def _guard(self, model: Model, dataset: Dataset, best: float, epoch: int) -> None:
+        """Warn (one line on stderr, and in the log) when the best validation score after the
+        first ``patience`` epochs is below the popularity ranking's: a model that is not
+        learning, which early stopping would otherwise end in silence."""
+        counts = torch.from_numpy(np.asarray(dataset.matrix("train").sum(axis=0),
+                                             dtype=np.float32).ravel())
+        with torch.no_grad():
+            pop = evaluate(lambda users: counts.repeat(len(users), 1), dataset, split="valid",
+                           protocol=self.run.protocol, ks=self.run.ks,
+                           batch_size=self.run.eval_batch_size, device="cpu")[self.run.select]
+        if best >= pop:
+            return
+        text = (f"{model.name}: valid {self.run.select} {best:.4f} after {epoch + 1} epochs is "
+                f"below the popularity ranking's {pop:.4f}, so the model is probably not learning; "
+                f"try other values of {likely_culprits(model.config)} (--set KEY=VALUE)")
+        self.warnings.append(text)
+        print(f"mmssl: warning: {text}", file=sys.stderr, flush=True)
+        if self.run_dir is not None:
+            self.run_dir.append_log({"event": "warning", "text": text})
 
     def _hook(self, hook: Callable[[int], None], epoch: int, which: int) -> None:
         """An epoch hook; in a distributed run its random draws are the same on every process."""
@@ -313,6 +349,15 @@ class Trainer:
             self.history = [r for r in self.run_dir.read_log() if "epoch" in r]
 
 
+def likely_culprits(config: Any) -> str:
+    """The settings that most often stop a model from learning (learning rates and
+    regularisation weights) with their values: ``lr (now 0.001), reg_weight (now 1.0)``."""
+    names = [f.name for f in dataclasses.fields(config)
+             if f.name == "lr" or f.name.endswith("_lr") or "reg" in f.name
+             or f.name == "weight_decay"]
+    return ", ".join(f"{n} (now {getattr(config, n)!r})" for n in names) or "the learning settings"
+
+
 def epoch_line(record: dict[str, Any], select: str = "recall@20", improved: bool = False) -> str:
     """One compact line per epoch: losses, validation R@20 / N@20, seconds; * marks a new best."""
     losses = [k for k in record if k not in ("epoch", "train_seconds", "valid_seconds")
@@ -343,4 +388,4 @@ def _metrics_only(result: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in result.items() if "@" in k}
 
 
-__all__ = ["Trainer", "epoch_line", "finished", "initial_state"]
+__all__ = ["Trainer", "epoch_line", "finished", "initial_state", "likely_culprits"]

@@ -56,6 +56,11 @@ class MMSSL(StructureLearning, Model):
     needs_features = True
     sampling = "user"
     legacy_defaults: ClassVar[dict[str, Any]] = {"discriminator": "exact"}  # runs before 0.2
+    # the authors' parser defaults (lr, cl_rate, G_rate, drop_rate, len(weight_size)) with a value
+    # on either side; adv_weight 0 switches the adversarial term off
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": [1e-4, 5.5e-4, 1e-3], "cl_weight": [0.01, 0.03, 0.1], "adv_weight": [0.0, 1e-4, 1e-3],
+        "feature_dropout": [0.0, 0.2, 0.5], "n_layers": [1, 2, 3]}
 
     def __init__(self, dataset: Dataset, config: MMSSLConfig):
         config = resolve_config(config)

@@ -55,8 +55,9 @@ def main() -> None:
     for density in (float(d) for d in args.densities.split(",")):
         ds = dataset_at(density)
         n_inter = len(ds.users)
-        common = [f"seed={args.seed}", "device=cpu", *args.set]
+        common = [f"seed={args.seed}", "device=cpu"]
         pop = api.fit("pop", ds, overrides=common, progress=False).metrics["valid"]["recall@20"]
+        common += args.set  # the models' settings, not the popularity ranking's
         print(f"density {density:g}: {ds.n_users} users x {ds.n_items} items, {n_inter} "
               f"interactions; pop valid R@20 {pop:.4f}", flush=True)
         for model in args.models.split(","):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ from mmssl.serving.recommender import FILE_NAME, Recommendation, Recommender
 from mmssl.training import rundir as files
 from mmssl.training.curves import plot_run
 from mmssl.training.rundir import RunDirectory
+
+OnEpoch = Callable[[dict[str, Any]], None]  # gets each epoch's record (losses, valid_* metrics)
 
 
 class TrainedModel:
@@ -173,8 +176,8 @@ class TrainedModel:
 
 def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike | None = None,
         *, config: str | os.PathLike | None = None, overrides: list[str] | None = None,
-        overwrite: bool = False, progress: bool = True, echo=None, on_epoch=None,
-        **settings: Any) -> TrainedModel:
+        overwrite: bool = False, progress: bool = True, echo=None,
+        on_epoch: OnEpoch | None = None, **settings: Any) -> TrainedModel:
     """Train ``model`` on ``dataset`` and return it, best validation epoch loaded.
 
     Args:
@@ -229,7 +232,7 @@ def fit(model: str, dataset: Dataset | str | os.PathLike, out: str | os.PathLike
 
 
 def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None = None,
-           progress: bool = True, echo=None, on_epoch=None) -> TrainedModel:
+           progress: bool = True, echo=None, on_epoch: OnEpoch | None = None) -> TrainedModel:
     """Continue the run at ``path`` where it stopped (bit for bit on CPU).
 
     Only ``epochs``, ``patience``, ``eval_every``, ``threads``, ``device`` and ``dist_timeout``
@@ -264,7 +267,7 @@ def resume(path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None
 def train(model_name: str | None, data_dir: str | os.PathLike | None, out: str | os.PathLike,
           config_file: str | None = None, overrides: list[str] | None = None,
           resume: bool = False, progress: bool = True, overwrite: bool = False,
-          echo=None, on_epoch=None) -> dict[str, Any]:
+          echo=None, on_epoch: OnEpoch | None = None) -> dict[str, Any]:
     """``mmssl train``: fit or resume into the run directory ``out``; returns metrics.json.
 
     ``config_file`` may be a run's saved ``config.yaml``: its ``model`` and ``data`` entries

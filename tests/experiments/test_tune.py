@@ -154,3 +154,10 @@ def test_bench_with_optuna_trains_the_chosen_setting_over_the_seeds(data_dir, tm
     assert "bpr:" in chosen and "pop" not in chosen
     summary = (out / "summary.md").read_text()
     assert "Settings chosen on validation (seed 1; Optuna TPE, 2 trials per model): bpr reg_weight=" in summary
+
+
+def test_without_optuna_the_search_says_how_to_install_it(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "optuna", None)  # import optuna fails
+    with pytest.raises(ConfigError, match=r"needs Optuna: pip install 'mmssl\[tune\]'"):
+        bench.run_bench(data_dir, ["bpr"], [1], tmp_path / "b", search_method="optuna", trials=2)
+    assert not (tmp_path / "b").exists()

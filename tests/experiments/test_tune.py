@@ -66,19 +66,40 @@ def test_every_model_gets_the_same_budget_of_distinct_settings(tmp_path):
 
 def test_trials_whose_curves_fall_behind_are_pruned(tmp_path):
     def trial(model, trial_dir, sets, on_epoch):
-        level = _value(sets, "lr")  # a flat validation curve at this level
-        for epoch in range(10):
-            on_epoch({"epoch": epoch, "loss": 1.0, "valid_recall@20": level})
-        return {"valid": {"recall@20": level}}
+        level = _value(sets, "lr")  # the curve peaks at this level after epoch 3, then falls
+        curve = [level * min(epoch, 3) / 3 - 0.01 * max(0, epoch - 3) for epoch in range(12)]
+        for epoch, value in enumerate(curve):
+            on_epoch({"epoch": epoch, "loss": 1.0, "valid_recall@20": value})
+        return {"valid": {"recall@20": max(curve)}}
 
     space = {"bpr": {"lr": {"low": 0.0, "high": 1.0}}}
-    optuna_search(["bpr"], tmp_path, space, trial, trials=12, seed=0, warmup={"bpr": 2})
+    optuna_search(["bpr"], tmp_path, space, trial, trials=12, seed=0, warmup={"bpr": 4})
     rows = list(csv.DictReader(open(tmp_path / "search" / "trials.csv")))
     pruned = [r for r in rows if r["state"] == "pruned"]
     complete = [r for r in rows if r["state"] == "complete"]
     assert pruned and complete
-    assert all(int(r["epochs"]) == 3 for r in pruned)  # stopped at the first epoch after warm-up
+    # below the median, and below its epoch-3 peak for 3 epochs (PatientPruner's patience
+    # 4 // 2, plus the epoch it compares with): stopped after epoch 6
+    assert all(int(r["epochs"]) == 7 for r in pruned)
     assert len(rows) == 12
+    best = max(float(r["valid_recall@20"]) for r in complete)
+    assert all(float(r["valid_recall@20"]) < best for r in pruned)
+
+
+def test_a_slow_starter_that_still_improves_is_not_pruned(tmp_path):
+    def trial(model, trial_dir, sets, on_epoch):
+        slow = _value(sets, "lr") > 0.5  # the slow ones start lower but keep climbing
+        curve = [(0.3 * epoch / 12 + 0.1 * (epoch > 10)) if slow else min(0.2, 0.1 * epoch)
+                 for epoch in range(12)]
+        for epoch, value in enumerate(curve):
+            on_epoch({"epoch": epoch, "loss": 1.0, "valid_recall@20": value})
+        return {"valid": {"recall@20": max(curve)}}
+
+    space = {"bpr": {"lr": {"low": 0.0, "high": 1.0}}}
+    chosen = optuna_search(["bpr"], tmp_path, space, trial, trials=10, seed=0, warmup={"bpr": 4})
+    rows = list(csv.DictReader(open(tmp_path / "search" / "trials.csv")))
+    assert all(json.loads(r["params"])["lr"] <= 0.5 for r in rows if r["state"] == "pruned")
+    assert chosen["bpr"]["lr"] > 0.5
 
 
 def test_a_killed_search_goes_on_where_it_stopped(tmp_path):
@@ -161,3 +182,18 @@ def test_without_optuna_the_search_says_how_to_install_it(data_dir, tmp_path, mo
     with pytest.raises(ConfigError, match=r"needs Optuna: pip install 'mmssl\[tune\]'"):
         bench.run_bench(data_dir, ["bpr"], [1], tmp_path / "b", search_method="optuna", trials=2)
     assert not (tmp_path / "b").exists()
+
+
+def test_the_first_trial_is_the_models_own_setting_so_the_choice_is_never_worse(tmp_path):
+    scores = {0.1: 0.36, 1e-5: 0.35, 1e-3: 0.35, 0.01: 0.354}
+    tried = []
+
+    def trial(model, trial_dir, sets, on_epoch):
+        tried.append(_value(sets, "reg_weight"))
+        return {"valid": {"recall@20": scores.get(tried[-1], 0.3)}}
+
+    space = {"bpr": {"reg_weight": [2.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5]}}
+    chosen = optuna_search(["bpr"], tmp_path, space, trial, trials=3, seed=0,
+                           start={"bpr": {"reg_weight": 0.1, "lr": 0.001}})
+    assert tried[0] == 0.1
+    assert chosen == {"bpr": {"reg_weight": 0.1}}

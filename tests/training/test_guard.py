@@ -27,7 +27,7 @@ def test_a_run_that_cannot_learn_gets_one_warning_naming_the_settings(skewed, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith("mmssl: warning: bpr: valid recall@20 ")
-    assert "after 3 epochs is below the popularity ranking's" in err[0]
+    assert "after 3 epochs is still below the popularity ranking's" in err[0]
     assert "lr (now 0.01), reg_weight (now 1000.0)" in err[0]
     events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [e["text"] for e in events if e.get("event") == "warning"] == [err[0].split("warning: ", 1)[1]]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mmssl.config import parse_overrides, read_yaml
+from mmssl.config import config_to_dict, parse_overrides, read_yaml
 from mmssl.errors import ConfigError
 from mmssl.experiments.report import paired_tests, result_row, write_results, write_summary
 from mmssl.experiments.search import search
@@ -245,10 +245,11 @@ def run_bench(data: str, models: list[str], seeds: list[int], out: Path,
     if search_method == "optuna":
         from mmssl.experiments.tune import optuna_search
 
-        patience = {m: _settings(m, data_dir, base[m]).run.patience for m in spaces}
+        settings = {m: _settings(m, data_dir, base[m]) for m in spaces}
         chosen = optuna_search(list(spaces), out, spaces, lambda m, d, s, cb: run_one(
             m, d, base[m] + s + [f"seed={seeds[0]}"], cb)[0], trials=trials, timeout=timeout,
-            select=select, seed=seeds[0], warmup=patience)
+            select=select, seed=seeds[0], warmup={m: v.run.patience for m, v in settings.items()},
+            start={m: config_to_dict(v.params) for m, v in settings.items()})
         for m, values in chosen.items():
             base[m] += [f"{k}={json.dumps(v)}" for k, v in values.items()]
     elif space:

@@ -229,8 +229,8 @@ class Trainer:
         if best >= pop:
             return
         text = (f"{model.name}: valid {self.run.select} {best:.4f} after {epoch + 1} epochs is "
-                f"below the popularity ranking's {pop:.4f}, so the model is probably not learning; "
-                f"try other values of {likely_culprits(model.config)} (--set KEY=VALUE)")
+                f"still below the popularity ranking's {pop:.4f}; a model that stays there is not "
+                f"learning: try other values of {likely_culprits(model.config)} (--set KEY=VALUE)")
         self.warnings.append(text)
         print(f"mmssl: warning: {text}", file=sys.stderr, flush=True)
         if self.run_dir is not None:

@@ -257,7 +257,12 @@ def test_a_dead_or_hung_rank_stops_the_other_within_the_timeout_with_one_line(
     assert len(lines) == 1, err
     assert lines[0].startswith(f"mmssl: error: rank {1 - victim} of 2: lost contact with the "
                                "other processes while training")
-    assert ("Timed out" if how == "stop" else "Connection") in lines[0]
+    # gloo words a hung peer "Timed out ..." or, under load, "Application timeout caused pair
+    # closure"; a dead one "Connection reset/closed"
+    if how == "stop":
+        assert "timed out" in lines[0].lower() or "timeout" in lines[0].lower(), lines[0]
+    else:
+        assert "Connection" in lines[0], lines[0]
     assert f"mmssl train --resume {out} --nproc 2" in lines[0]
 
 

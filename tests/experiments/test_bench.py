@@ -69,6 +69,36 @@ def test_bench_writes_reports_and_resumes_without_redoing(data_dir, tmp_path, mo
                                                                    "threads=1"])
 
 
+def test_the_chosen_trial_is_the_first_seeds_run_not_trained_twice(data_dir, tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    import mmssl.api as api
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("bpr:\n  reg_weight: [0.1, 0.001]\n")
+    calls = []
+    real_fit = api.fit
+    monkeypatch.setattr(api, "fit", lambda *a, **k: calls.append(a[2]) or real_fit(*a, **k))
+    out = tmp_path / "bench"
+    rows = bench.run_bench(data_dir, ["bpr"], [1, 2], out, grid=str(grid), search_method="grid",
+                           overrides=["epochs=2", "threads=1"])
+    from mmssl.config import read_yaml
+
+    reg = read_yaml(out / "chosen.yaml")["bpr"]["reg_weight"]
+    trials = sorted((out / "search" / "bpr").glob("trial-*"))
+    trial = next(t for t in trials if read_yaml(t / "config.yaml")["params"]["reg_weight"] == reg)
+    first = out / "runs" / "bpr" / "seed-1"
+    # two trials and the second seed were trained; the first seed is the chosen trial's copy
+    assert sorted(str(Path(c).relative_to(out)) for c in calls) == [
+        "runs/bpr/seed-2", *(str(t.relative_to(out)) for t in trials)]
+    assert (first / "metrics.json").read_text() == (trial / "metrics.json").read_text()
+    assert rows[0]["valid_recall@20"] == json.loads((trial / "metrics.json").read_text())["valid"]["recall@20"]
+    # a trial with other settings is never taken for a run
+    other = next(t for t in trials if t != trial)
+    assert (other / "metrics.json").read_text() != (first / "metrics.json").read_text()
+
+
 def test_search_chooses_on_validation_only(tmp_path):
     """The chosen setting is the one with the best validation score, whatever test says."""
     from mmssl.experiments.search import search

@@ -268,7 +268,10 @@ def run_bench(data: str, models: list[str], seeds: list[int], out: Path,
     durations: dict[str, list[float]] = {}
     for n, (model, seed) in enumerate(jobs, start=1):
         t = time.perf_counter()
-        metrics, note = run_one(model, out / "runs" / model / f"seed-{seed}", base[model] + [f"seed={seed}"])
+        run_dir, sets = out / "runs" / model / f"seed-{seed}", base[model] + [f"seed={seed}"]
+        if seed == seeds[0] and not run_dir.exists():
+            _reuse_trial(out / "search" / model, run_dir, model, data_dir, sets)
+        metrics, note = run_one(model, run_dir, sets)
         if note != "done before":
             durations.setdefault(model, []).append(time.perf_counter() - t)
         rows.append(result_row(model, seed, metrics))
@@ -279,6 +282,27 @@ def run_bench(data: str, models: list[str], seeds: list[int], out: Path,
     write_summary(rows, out, protocol, time.perf_counter() - started, select=select, focus=focus,
                   dataset=Path(data).name, note=search_note)
     return rows
+
+
+def _reuse_trial(trials: Path, run_dir: Path, model: str, data_dir: str, sets: list[str]) -> None:
+    """Copy a finished search trial trained with exactly ``sets`` (the chosen setting, first
+    seed) to ``run_dir``, so that the bench does not train the same run twice."""
+    import shutil
+
+    from mmssl import io
+
+    for trial in sorted(trials.glob("trial-*")) if trials.is_dir() else []:
+        if not (trial / "metrics.json").exists():
+            continue
+        try:
+            check_reusable(trial, model, data_dir, sets)
+        except ConfigError:
+            continue
+        with io.atomic_directory(run_dir) as tmp:
+            shutil.copytree(trial, tmp, dirs_exist_ok=True)
+        print(f"{model} {run_dir.name}: reused {trial.relative_to(trials.parent.parent)} (the "
+              "chosen trial: same settings, same seed)", flush=True)
+        return
 
 
 def _settings(model: str, data_dir: str, sets: list[str]):

@@ -56,6 +56,24 @@ def test_forward_shapes_and_finite_loss(modalities, variant):
     assert scores.shape == (40, 48) and torch.isfinite(scores).all()
 
 
+def test_graph_k_is_the_rate_of_the_catalogue_within_its_bounds():
+    """k = floor(I * topk_rate) within [graph_topk_min, graph_topk_max]: U x k edges must not
+    grow as U x I on a large catalogue, and G_m's rows hold k items each."""
+    from mmssl.errors import ConfigError
+
+    ds = planted_dataset(n_users=40, n_items=48, n_interactions=500)
+    assert make_model(ds, variant="official", topk_rate=0.1).k == 4  # floor(4.8), inside the bounds
+    assert make_model(ds, variant="official", topk_rate=0.5).k == 10  # floor(24), capped
+    assert make_model(ds, variant="official", topk_rate=0.5, graph_topk_max=30).k == 24
+    assert make_model(ds, variant="paper").k == 10  # floor(0.0048) raised to the paper's 10
+    model = make_model(ds, variant="paper", topk_rate=0.5)
+    model.refresh_graphs()
+    rows, _ = model.structure.edges["text"]
+    assert np.bincount(rows, minlength=40).max() == 10
+    with pytest.raises(ConfigError, match="graph_topk_min 10 is above graph_topk_max 5"):
+        build_config(MMSSLConfig, {"variant": "paper", "graph_topk_max": 5})
+
+
 def test_variant_presets_and_single_fix_override():
     official = resolve_config(MMSSLConfig(variant="official"))
     assert (official.attention_keys, official.attention_mixing, official.leaky_slope) == ("queries", False, 1.0)

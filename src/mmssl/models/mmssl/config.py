@@ -66,6 +66,7 @@ class MMSSLConfig:
     real_tau: PositiveFloat = 0.005  # divides only the noise term, as the code's precedence does (real_data_tau)
     real_pref_scale: NonNegativeFloat = 100.0  # weight of the model's own preferences in the real rows (ui_pre_scale)
     topk_rate: Annotated[float, Range(ge=0, le=1)] = 1e-4  # structure learning keeps floor(I * rate) items per user (m_topk_rate)
+    graph_topk_max: PositiveInt = 10  # upper bound on k: floor(I * rate) grows with I, so U x k edges grew as U x I (1M items, 2M users: 200M a modality); 10, the paper variant's bound below, leaves k as it was up to 109,999 items
     graph_refresh_steps: PositiveInt = 1  # official mode: T, steps between graph rebuilds
     graph_refresh_epochs: PositiveInt = 1  # refresh mode: epochs between rebuilding every user's graph
     lr_decay: Annotated[float, Range(gt=0, le=1)] = 0.96  # schedule factor lr * decay ** (epoch / lr_decay_epochs)
@@ -95,6 +96,10 @@ class MMSSLConfig:
         for key, value in VARIANTS.get(self.variant, {}).items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
+        if (self.graph_topk_min or 0) > self.graph_topk_max:
+            raise ConfigError(f"graph_topk_min {self.graph_topk_min} is above graph_topk_max "
+                              f"{self.graph_topk_max}: give graph_topk_max at least "
+                              f"{self.graph_topk_min}")
 
 
 def resolve_config(config: MMSSLConfig) -> MMSSLConfig:

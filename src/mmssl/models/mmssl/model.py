@@ -107,7 +107,9 @@ class MMSSL(StructureLearning, Model):
         self.discriminator = Discriminator(critic_inputs, config.leaky_slope, config.d_dropout1,
                                            config.d_dropout2, config.d_output_scale)
         self.structure = ModalityGraphs(self.modalities, n_users, n_items)
-        self.k = max(config.graph_topk_min, math.floor(n_items * config.topk_rate))
+        # each user's top-k items in G_m: floor(I * rate), within [graph_topk_min, graph_topk_max]
+        self.k = min(max(config.graph_topk_min, math.floor(n_items * config.topk_rate)),
+                     config.graph_topk_max)
         self._step = 0  # steps into the current epoch (the official graph rule counts them)
 
     @property

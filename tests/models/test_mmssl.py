@@ -224,6 +224,11 @@ def test_precision_auto_follows_the_hardware_and_says_so(monkeypatch):
         model.on_device(torch.device("cpu"))
         assert model.bf16 is fast
         assert f"precision: auto chose {word} (test CPU)" in model.notes
+        sketched = make_model(ds, precision="auto", discriminator="sketch")
+        sketched.on_device(torch.device("cpu"))
+        assert sketched.bf16 is False
+        assert ("precision: auto chose fp32 (the sketched critic has no large dense products to "
+                "speed up)") in sketched.notes
     assert runtime.fast_bf16.__name__ == "<lambda>"
     monkeypatch.undo()
     chosen, why = runtime.fast_bf16(torch.device("cpu"))  # the real check on this machine

@@ -294,6 +294,8 @@ class MMSSL(StructureLearning, Model):
             from mmssl.runtime import fast_bf16
 
             self.bf16, why = fast_bf16(device)
+            if self.sketched:  # what bf16 speeds up is the exact critic's (B, I) x (I, I/4) products
+                self.bf16, why = False, "the sketched critic has no large dense products to speed up"
             self.notes.append(f"precision: auto chose {'bf16' if self.bf16 else 'fp32'} ({why})")
 
     def on_epoch_start(self, epoch: int) -> None:

@@ -30,6 +30,7 @@ from mmssl.config import config_to_dict, parse_overrides, read_yaml
 from mmssl.errors import ConfigError
 from mmssl.experiments.report import paired_tests, result_row, write_results, write_summary
 from mmssl.experiments.search import search
+from mmssl.experiments.tune import DEFAULT_TRIALS
 
 __all__ = ["check_reusable", "model_overrides", "paired_tests", "register", "run_bench"]
 
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how to search: every combination of --grid, a random sample of it, or "
                         "Optuna's TPE over each model's declared space (needs mmssl[tune])")
     p.add_argument("--trials", type=int, help="trials per model, the same for every model "
-                   "(grid/random: the grid file's trials; optuna: default 20)")
+                   f"(grid/random: the grid file's trials; optuna: default {DEFAULT_TRIALS})")
     p.add_argument("--timeout", type=float, help="optuna: seconds of search per model at most")
     p.add_argument("--log", action="append", default=[], choices=["tensorboard", "mlflow"],
                    help="also track every run (and trial) in TensorBoard (RUN/tensorboard) or "
@@ -74,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--model", required=True, help="model name")
     t.add_argument("--data", required=True, help="dataset folder")
     t.add_argument("--out", required=True, help="search directory (reused to resume)")
-    t.add_argument("--trials", type=int, default=None, help="budget in trials (default: 20)")
+    t.add_argument("--trials", type=int, default=None, help=f"budget in trials (default: {DEFAULT_TRIALS})")
     t.add_argument("--timeout", type=float, help="seconds of search at most")
     t.add_argument("--search", choices=["grid", "random", "optuna"], default="optuna",
                    help="default: optuna")
@@ -96,10 +97,9 @@ def _tune(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ConfigError(f"--seed {args.seed}: seeds are non-negative integers")
     out = Path(args.out)
-    trials = args.trials if args.trials is not None or args.search != "optuna" else 20
     chosen = run_bench(args.data, [args.model], [args.seed], out, protocol=args.protocol,
                        grid=args.grid, overrides=args.set, search_method=args.search,
-                       trials=trials, timeout=args.timeout, search_only=True)[0]
+                       trials=args.trials, timeout=args.timeout, search_only=True)[0]
     values = chosen.get(args.model, {})
     sets = " ".join(f"--set {k}={json.dumps(v)}" for k, v in values.items())
     print(f"chosen: {out / 'chosen.yaml'}\ntrain it: mmssl train --model {args.model} "
@@ -195,7 +195,7 @@ def run_bench(data: str, models: list[str], seeds: list[int], out: Path,
             raise ConfigError(f"{grid}: {unknown[0]!r} is not a benchmarked model")
         spaces = {m: check_space(m, (space or {}).get(m) or get_model_class(m).search_space, where)
                   for m in models if get_model_class(m).learned}
-        trials, space = trials or 20, None
+        trials, space = trials or DEFAULT_TRIALS, None
         budget = f"Optuna TPE, {trials} trials per model" + (f", {timeout:g} s at most" if timeout else "")
     elif space:
         budget = f"{space.get('search', 'grid')} search" + (f", {space['trials']} trials per model"

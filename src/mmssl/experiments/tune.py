@@ -34,6 +34,7 @@ from mmssl.errors import ConfigError
 
 # (model, trial directory, settings, on_epoch) -> the run's metrics (only "valid" is read)
 RunTrial = Callable[[str, Path, list[str], Callable[[dict[str, Any]], None]], dict[str, Any]]
+DEFAULT_TRIALS = 20  # the budget of --search optuna when --trials is not given
 STARTUP_TRIALS = 3  # finished trials before pruning starts (and TPE's random start-up trials)
 MAX_PROPOSALS = 20  # per trial of the budget: TPE proposals (repeats included) before it stops
 

@@ -74,6 +74,29 @@ def test_graph_k_is_the_rate_of_the_catalogue_within_its_bounds():
         build_config(MMSSLConfig, {"variant": "paper", "graph_topk_max": 5})
 
 
+@pytest.mark.parametrize("variant", ["official", "paper"])
+def test_forward_for_a_batch_of_users_is_exactly_the_rows_of_the_full_forward(variant):
+    """forward(users) builds u* for the batch only (repeats included); values and the
+    gradients of every parameter are bit-identical to indexing the full forward."""
+    ds = planted_dataset(n_users=40, n_items=48, n_interactions=500, seed=3)
+    model = make_model(ds, variant=variant, topk_rate=0.1, n_layers=2)
+    run_steps(model, ds, 2)  # the paper variant's graphs are built: every view is non-zero
+    model.refresh_graphs()
+    users = torch.tensor([5, 1, 5, 39, 0, 1, 1])
+    grads = []
+    for batch in (False, True):
+        torch.manual_seed(1)
+        model.zero_grad(set_to_none=True)
+        out = model.forward(users) if batch else model.forward()
+        u = out["user"] if batch else out["user"][users]
+        (u.square().sum() + out["item"].sum() + sum(x.sum() for x in out["user_graph"])).backward()
+        grads.append((u.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                   if p.grad is not None}))
+    (full, g_full), (rows, g_rows) = grads
+    assert torch.equal(full, rows)
+    assert g_full.keys() == g_rows.keys() and all(torch.equal(g_full[n], g_rows[n]) for n in g_full)
+
+
 def test_variant_presets_and_single_fix_override():
     official = resolve_config(MMSSLConfig(variant="official"))
     assert (official.attention_keys, official.attention_mixing, official.leaky_slope) == ("queries", False, 1.0)

@@ -168,12 +168,16 @@ class MMSSL(StructureLearning, Model):
         """(G_m user side, item side), or None when G_m has no edges."""
         return self.structure.graph(m, (self.A_ui, self.A_iu), self.device)
 
-    def forward(self) -> dict[str, Any]:
+    def forward(self, users: torch.Tensor | None = None) -> dict[str, Any]:
         """Full propagation.
 
         Returns a dict with ``user`` (U, d) and ``item`` (I, d): the final ``u*``, ``i*``;
         ``user_modal``/``item_modal``: lists of (U, d)/(I, d) modality views u_m, i_m;
-        ``user_graph``: list of (U, d) modality-aware ID views s_m.
+        ``user_graph``: list of (U, d) modality-aware ID views s_m. With ``users`` (B,), ``user``
+        is ``u*[users]`` (B, d), computed for those rows only: a training step needs no other,
+        and at 2M users the full final sum and its normalised views are GBs. The rows are taken
+        once per distinct user and then repeated, so values and gradients are exactly those of
+        ``forward()["user"][users]``.
         """
         cfg = self.config
         user_modal, item_modal, s_views, t_views = [], [], [], []
@@ -207,7 +211,7 @@ class MMSSL(StructureLearning, Model):
             u = self.user_embedding + cfg.id_fusion_rate * self.fused(s_stack)
             i = self.item_embedding + cfg.id_fusion_rate * self.fused(t_stack)
             del s_stack, t_stack, t_views
-        users, items = [u], [i]
+        user_layers, item_layers = [u], [i]
         for layer in range(cfg.n_layers):
             u = self.A_ui @ i
             if layer == cfg.n_layers - 1:
@@ -215,11 +219,19 @@ class MMSSL(StructureLearning, Model):
             i = self.A_iu @ u
             if layer == cfg.n_layers - 1:
                 i = torch.softmax(i, dim=1)
-            users.append(u)
-            items.append(i)
+            user_layers.append(u)
+            item_layers.append(i)
+        rows, repeat = (None, None) if users is None else torch.unique(users, return_inverse=True)
+
+        def pick(x: torch.Tensor) -> torch.Tensor:
+            return x if rows is None else x[rows]
+
         # the mean of the layers as a running sum: no (L + 1, N, d) stack at large N
-        u = sum(users) / len(users) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in user_modal)
-        i = sum(items) / len(items) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in item_modal)
+        u = (sum(pick(x) for x in user_layers) / len(user_layers)
+             + cfg.modality_rate * sum(pick(F.normalize(x, dim=1)) for x in user_modal))
+        if repeat is not None:
+            u = u[repeat]
+        i = sum(item_layers) / len(item_layers) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in item_modal)
         return {"user": u, "item": i, "user_modal": user_modal, "item_modal": item_modal,
                 "user_graph": s_views, "graphs_empty": empty, "zero": zero}
 
@@ -306,7 +318,7 @@ class MMSSL(StructureLearning, Model):
         """One critic update (WGAN-GP) and one recommender update, from one forward pass."""
         cfg = self.config
         users, pos, neg = batch.users, batch.pos_items, batch.neg_items
-        out = self.forward()  # one forward serves both players: D's update changes no model weight
+        out = self.forward(users)  # one forward serves both players: D's update changes no model weight
         if self.sketched:
             observed = None
             obs_rows, obs_cols = self._observed_pairs(users)
@@ -325,8 +337,8 @@ class MMSSL(StructureLearning, Model):
         d_optimizer.step()
 
         # Recommender (generator) step.
-        u, i = out["user"], out["item"]
-        u_b, p_b, n_b = u[users], i[pos], i[neg]
+        u_b, i = out["user"], out["item"]  # u* of the batch's users, i* of every item
+        p_b, n_b = i[pos], i[neg]
         bpr = log_sigmoid_bpr((u_b * p_b).sum(1), (u_b * n_b).sum(1))
         emb_reg = cfg.emb_reg * shards.batch_sum(u_b.square().sum() + p_b.square().sum() + n_b.square().sum()) / (2 * cfg.batch_size)
         feat_reg = cfg.feat_reg * sum(x.square().sum() for x in out["item_modal"] + out["user_modal"]) / (2 * self.n_items)
@@ -375,12 +387,13 @@ class MMSSL(StructureLearning, Model):
             real = torch.softmax(observed + (cfg.gumbel_scale / cfg.real_tau) * gumbel, dim=1)
             if self.bf16:  # the rest in bfloat16, what the critic reads
                 with self._autocast():
-                    scores = out["user"].detach()[users] @ out["item"].detach().T
+                    scores = out["user"].detach() @ out["item"].detach().T
                 prefs = F.normalize(scores * (1 - observed.to(torch.bfloat16)), dim=1)
                 real = F.normalize(real.to(torch.bfloat16) + cfg.real_pref_scale * prefs, dim=1)
             else:
+                batch = torch.arange(len(users), device=users.device)  # out["user"] is u*[users]
                 real = real + cfg.real_pref_scale * self.preference_rows(
-                    users, out["user"].detach(), out["item"].detach(), observed)
+                    batch, out["user"].detach(), out["item"].detach(), observed)
                 real = F.normalize(real, dim=1)
         weight = self.discriminator.input.weight
         weight_t = weight.T.contiguous() if self.bf16 else None  # shared by the calls below
@@ -393,7 +406,7 @@ class MMSSL(StructureLearning, Model):
         """The critic loss on sketched rows: nothing of size (B, I) is formed."""
         cfg, critic = self.config, self.discriminator
         with torch.no_grad():
-            real = sketched_real_rows(out["user"][users].detach(), out["item"].detach(), obs_rows,
+            real = sketched_real_rows(out["user"].detach(), out["item"].detach(), obs_rows,
                                       obs_cols, self.n_items, self._real_rows,
                                       cfg.gumbel_scale / cfg.real_tau, cfg.real_pref_scale)
             fake = torch.cat([project_preferences(p.detach(), q.detach(), obs_rows, obs_cols,

@@ -3,14 +3,15 @@ alone, and ``variant: paper`` with each switched off alone, over seeds, under on
 
     python benchmarks/ablation.py --data DATASET --out DIR [--seeds 2022,2023,2024]
                                   [--epochs N] [--threads 1] [--set KEY=VALUE ...]
-                                  [--only official|paper]
+                                  [--only official|paper|NAME,...]
 
 Each (configuration, seed) is one run directory under DIR (finished runs are reused, so the
 script can be killed and started again). The fixes are the settings that
 ``mmssl.models.mmssl.config.VARIANTS`` gives different values in the two variants. Prints one
 line per run, then the table (markdown): configuration, the fix's value, mean validation and
-test Recall@20 / NDCG@20 over the seeds, and the change of mean validation Recall@20 against
-its variant's own baseline. Choose by the validation column only.
+test Recall@20 / NDCG@20 over the seeds, the seeds' spread, and the change of mean validation
+Recall@20 against its variant's own baseline with a paired t-test (by seed) of that change.
+Choose by the validation columns only.
 """
 
 from __future__ import annotations
@@ -24,20 +25,26 @@ from pathlib import Path
 import torch
 
 from mmssl import api
+from mmssl.experiments.report import paired_tests
 from mmssl.models.mmssl.config import VARIANTS
 from mmssl.runtime import cpu_name
 
 
 def configurations(only: str | None = None) -> list[tuple[str, str, str | None, object]]:
-    """(name, variant, fix, value): each variant's baseline, then each fix flipped alone."""
+    """(name, variant, fix, value): each variant's baseline, then each fix flipped alone;
+    ``only``: comma-separated variants or configuration names to keep."""
     out = []
     for variant, other in (("official", "paper"), ("paper", "official")):
-        if only and variant != only:
-            continue
         out.append((variant, variant, None, None))
         for fix in VARIANTS[variant]:
             if VARIANTS[variant][fix] != VARIANTS[other][fix]:
                 out.append((f"{variant} {fix}={VARIANTS[other][fix]}", variant, fix, VARIANTS[other][fix]))
+    if only:
+        keep = {x.strip() for x in only.split(",")}
+        unknown = keep - {c[0] for c in out} - {c[1] for c in out}
+        if unknown:
+            raise SystemExit(f"--only: no configuration {sorted(unknown)[0]!r} (names as in the table)")
+        out = [c for c in out if c[0] in keep or c[1] in keep]
     return out
 
 
@@ -49,7 +56,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="cap on epochs (default: the model's, 1000 "
                                                     "with early stopping)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", choices=["official", "paper"])
+    parser.add_argument("--only", help="comma-separated variants (official, paper) or "
+                                         "configuration names, e.g. 'paper leaky_slope=1.0'")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -79,20 +87,28 @@ def main() -> None:
 
 
 def table(results: dict[str, list[dict]]) -> str:
+    """Markdown: means over the seeds, the seeds' standard deviation of validation Recall@20,
+    its change against the variant's baseline and a paired t-test of that change (paired by
+    seed; runs are listed seed-major, so position i is the same seed everywhere)."""
     def mean(name: str, split: str, metric: str) -> float:
         return statistics.mean(m[split][metric] for m in results[name])
 
-    lines = ["| configuration | seeds | valid R@20 | valid N@20 | test R@20 | test N@20 | "
-             "valid R@20 vs its variant |", "|---|---|---|---|---|---|---|"]
+    valid = {name: [m["valid"]["recall@20"] for m in runs] for name, runs in results.items()}
+    lines = ["| configuration | seeds | valid R@20 (sd) | valid N@20 | test R@20 | test N@20 | "
+             "valid R@20 vs its variant | paired t-test p |", "|---|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
         base = name.split(" ")[0]
-        change = ("" if name == base or base not in results else
-                  f"{100 * (mean(name, 'valid', 'recall@20') / mean(base, 'valid', 'recall@20') - 1):+.1f}%")
-        lines.append(f"| {name} | {len(runs)} | {mean(name, 'valid', 'recall@20'):.4f} | "
+        change = p = ""
+        if name != base and base in results:
+            change = f"{100 * (mean(name, 'valid', 'recall@20') / mean(base, 'valid', 'recall@20') - 1):+.1f}%"
+            t_p = paired_tests({name: valid[name], base: valid[base]}, base)[name][0]
+            p = "identical" if t_p != t_p and valid[name] == valid[base] else (
+                "" if t_p != t_p else f"{t_p:.3f}")
+        sd = f" ({statistics.stdev(valid[name]):.4f})" if len(runs) > 1 else ""
+        lines.append(f"| {name} | {len(runs)} | {mean(name, 'valid', 'recall@20'):.4f}{sd} | "
                      f"{mean(name, 'valid', 'ndcg@20'):.4f} | {mean(name, 'test', 'recall@20'):.4f} | "
-                     f"{mean(name, 'test', 'ndcg@20'):.4f} | {change} |")
+                     f"{mean(name, 'test', 'ndcg@20'):.4f} | {change} | {p} |")
     return "\n".join(lines)
-
 
 if __name__ == "__main__":
     main()

@@ -8,11 +8,12 @@ Each size is a planted dataset (benchmarks only: users in clusters, items of the
 cluster-centred features) with about 2 I users, 15 interactions per user (10 to 20 in most
 users), and modalities of 384 and 128 dimensions; MMSSL ``official`` with the authors'
 settings. Every (size, mode, precision) runs in its own process, so the peak resident memory it
-reports is its own (dataset and model included). The first two steps of an epoch are left out
-of the step time: the official structure-learning rule gathers and rebuilds its graphs there
-(once per epoch; method page, departure 4). Seconds per epoch are the step time times the
-epoch's steps (n_train / B + 1). Validation ranks every item for up to 10,000 users with
-validation items.
+reports is its own (dataset and model included; each dataset is generated beforehand by a
+process of its own and cached, so no peak includes generating it). The first two steps of an
+epoch are left out of the step time: the official structure-learning rule gathers and rebuilds
+its graphs there (once per epoch; method page, departure 4). Seconds per epoch are the step
+time times the epoch's steps (n_train / B + 1). Validation ranks every item for up to 10,000
+users with validation items.
 
 ``exact`` is not run beyond the first size where it passes 60 s per step or 20 GB, or where
 its critic alone (4 copies of an I x I/4 matrix: weights, gradient, two Adam moments) would
@@ -180,8 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="where generated datasets are kept between processes")
     p.add_argument("--plot", default="docs/scale.png", help="log-log plot (default: docs/scale.png)")
     p.add_argument("--worker", nargs=3, metavar=("ITEMS", "MODE", "PRECISION"), help=argparse.SUPPRESS)
+    p.add_argument("--prepare", type=int, metavar="ITEMS", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cache = Path(args.cache) if args.cache else None
+    if args.prepare:  # generate and cache a dataset, so that no worker's peak includes it
+        scale_dataset(args.prepare, cache)
+        return 0
     if args.worker:
         items, mode, precision = int(args.worker[0]), args.worker[1], args.worker[2]
         print(json.dumps(measure(items, mode, precision, args.steps, args.threads, args.device, cache)))
@@ -191,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.threads or 'default'}; device {args.device}", flush=True)
     records, stopped = [], set()
     for items in [int(x) for x in args.items.split(",")]:
+        if cache is not None:
+            subprocess.run([sys.executable, __file__, "--prepare", str(items), "--cache", args.cache],
+                           check=True)
         for mode in args.modes.split(","):
             for precision in args.precisions.split(","):
                 if mode == "exact" and (precision in stopped or not exact_fits(items)):

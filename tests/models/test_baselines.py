@@ -288,6 +288,37 @@ def test_coalesce_sums_duplicates_and_sym_normalise_guards_empty_rows():
     assert normed.tolist() == [0.25, 0.0, 0.0]
 
 
+def test_rows_product_is_bit_identical_to_the_rows_of_the_full_product():
+    """SparseGraph.rows_product: (G @ X)[rows] and X's gradient from those rows of G only, the
+    same bits (MMSSL's forward for a batch relies on it); rows with no entries give zeros."""
+    m = sp.random(300, 50, density=0.05, format="csr", dtype=np.float32, random_state=0)
+    m[7] = 0  # an empty row
+    graph = SparseGraph(m)
+    rows = torch.tensor([0, 7, 8, 120, 299])
+    weights = torch.rand(len(rows), 6)
+    grads = []
+    for by_rows in (False, True):
+        x = torch.rand(50, 6, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        y = graph.rows_product(rows, x) if by_rows else (graph @ x)[rows]
+        (y * weights).sum().backward()
+        grads.append((y.detach(), x.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    assert float(grads[1][0][1].abs().sum()) == 0.0
+    np.testing.assert_allclose(grads[1][0].numpy(), (m @ x.detach().numpy())[rows.numpy()], rtol=1e-5)
+
+
+def test_sum_of_squares_has_the_values_and_gradient_of_square_sum():
+    from mmssl.models.losses import sum_of_squares
+
+    x = torch.randn(200, 16, requires_grad=True)
+    expected = x.square().sum()
+    expected.backward(torch.tensor(0.3))
+    grad, x.grad = x.grad, None
+    value = sum_of_squares(x)
+    value.backward(torch.tensor(0.3))
+    assert torch.equal(value, expected) and torch.equal(x.grad, grad)
+
+
 def test_bipartite_adjacency_normalisations():
     train = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 0]], dtype=np.float32))
     sym = bipartite_adjacency(train, "sym").toarray()

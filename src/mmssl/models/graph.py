@@ -92,6 +92,17 @@ class SparseGraph(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             return _GraphProduct.apply(x.float() if x.dtype == torch.bfloat16 else x, self)
 
+    def rows_product(self, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``(G @ X)[rows]`` (len(rows), d) from those rows of G only, differentiable in X;
+        ``rows`` distinct and sorted (``torch.unique``). The same sums in the same order as
+        ``G @ X``, so the values and X's gradient are bit-identical to taking the rows after."""
+        crow, col = self.csr.crow_indices().long(), self.csr.col_indices()
+        starts, counts = crow[rows], crow[rows + 1] - crow[rows]
+        local = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)
+        shift = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
+        entry = shift + torch.arange(len(local), device=rows.device)
+        return sparse_product(local, col[entry].long(), self.csr.values()[entry], x, len(rows))
+
     def extra_repr(self) -> str:
         """Shape and stored entries, for ``print(model)``."""
         return f"shape={tuple(self.shape)}, nnz={self.nnz}"

@@ -60,9 +60,11 @@ class BprSampler:
         self.degree = self.indptr[1:] - self.indptr[:-1]
         self.active_users = torch.nonzero(self.degree > 0).flatten()
         rows = torch.repeat_interleave(torch.arange(train.shape[0]), self.degree)
-        self.pair_users = rows
+        # each pair's user, for pair mode only (at 26M pairs it is 0.2 GB)
+        self.pair_users = rows if mode != "user" else None
         # Sorted keys user * n_items + item: membership tests by binary search.
         self.keys = rows * self.n_items + self.indices
+        del rows
         if len(self.active_users) == 0:
             raise ValueError("the training split has no interactions")
         full = int((self.degree >= self.n_items).sum())

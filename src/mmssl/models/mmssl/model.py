@@ -30,7 +30,7 @@ from torch import nn
 from mmssl.data.dataset import Dataset
 from mmssl.models import shards
 from mmssl.models.base import Batch, ContentPath, Model, Optimizers, module_key
-from mmssl.models.losses import info_nce, info_nce_of_zeros, log_sigmoid_bpr
+from mmssl.models.losses import info_nce, info_nce_of_zeros, log_sigmoid_bpr, sum_of_squares
 from mmssl.models.mmssl.config import MMSSLConfig, resolve_config
 from mmssl.models.mmssl.discriminator import Discriminator, fake_hidden, uniform16
 from mmssl.models.mmssl.sketch import (
@@ -174,14 +174,29 @@ class MMSSL(StructureLearning, Model):
         Returns a dict with ``user`` (U, d) and ``item`` (I, d): the final ``u*``, ``i*``;
         ``user_modal``/``item_modal``: lists of (U, d)/(I, d) modality views u_m, i_m;
         ``user_graph``: list of (U, d) modality-aware ID views s_m. With ``users`` (B,), ``user``
-        is ``u*[users]`` (B, d), computed for those rows only: a training step needs no other,
-        and at 2M users the full final sum and its normalised views are GBs. The rows are taken
-        once per distinct user and then repeated, so values and gradients are exactly those of
-        ``forward()["user"][users]``.
+        is ``u*[users]`` (B, d) and ``user_graph`` holds s_m[users] (B, d): a training step needs
+        no other rows, and at 2M users the full final sum is GBs. The rows are taken once per
+        distinct user and then repeated, so values and gradients are those of indexing
+        ``forward()``. With the sketched critic (the mode for large catalogues) the user side
+        goes further: s_m comes from those rows of G_m only, and the fusion and the normalised
+        modality views are of those rows, which saves GBs more at 1M items. Each row's sums are
+        the same, but the gradients reach u_m and E_u in another order, so they are equal to
+        rounding, not bit for bit; the exact mode keeps the order of 0.1, bit for bit.
         """
         cfg = self.config
         user_modal, item_modal, s_views, t_views = [], [], [], []
         empty = self.structure.all_empty()
+        rows, repeat = (None, None) if users is None else torch.unique(users, return_inverse=True)
+        lean = rows is not None and self.sketched  # the user side of the batch's rows only
+
+        def pick(x: torch.Tensor) -> torch.Tensor:
+            return x if rows is None else x[rows]
+
+        def early(x: torch.Tensor) -> torch.Tensor:
+            return pick(x) if lean else x
+
+        n_rows = len(rows) if lean else self.n_users
+
         for j, m in enumerate(self.modalities):
             h = self.dropout(self.encoders[module_key(m)](getattr(self, f"features_{j}")))
             u_m = self.A_ui @ h
@@ -189,12 +204,13 @@ class MMSSL(StructureLearning, Model):
             item_modal.append(self.A_iu @ u_m)
             graph = None if empty else self.modality_graph(m)
             if empty:  # every G_m is empty: views of zeros, without their memory
-                s_views.append(self.user_embedding.new_zeros(1, cfg.embed_dim).expand(self.n_users, -1))
+                s_views.append(self.user_embedding.new_zeros(1, cfg.embed_dim).expand(n_rows, -1))
             elif graph is None:  # an empty G_m propagates nothing
-                s_views.append(torch.zeros_like(self.user_embedding))
+                s_views.append(self.user_embedding.new_zeros(n_rows, cfg.embed_dim))
                 t_views.append(torch.zeros_like(self.item_embedding))
             else:
-                s_views.append(graph[0] @ self.item_embedding)
+                s_views.append(graph[0].rows_product(rows, self.item_embedding) if lean
+                               else graph[0] @ self.item_embedding)
                 t_views.append(graph[1] @ self.user_embedding)
         zero = None
         if empty:
@@ -204,14 +220,14 @@ class MMSSL(StructureLearning, Model):
             # computation would.
             used = [self.w_q, self.w_cat] + ([] if cfg.attention_keys == "queries" else [self.w_k])
             zero = 0.0 * sum(w.sum() for w in used)  # w_k is unused when keys are the queries
-            u, i = self.user_embedding, self.item_embedding
+            u, i = early(self.user_embedding), self.item_embedding
         else:
             s_stack, t_stack = torch.stack(s_views), torch.stack(t_views)
             s_views = list(s_stack.unbind())  # views of the stack: no second copy kept
-            u = self.user_embedding + cfg.id_fusion_rate * self.fused(s_stack)
+            u = early(self.user_embedding) + cfg.id_fusion_rate * self.fused(s_stack)
             i = self.item_embedding + cfg.id_fusion_rate * self.fused(t_stack)
             del s_stack, t_stack, t_views
-        user_layers, item_layers = [u], [i]
+        user_layers, item_layers = [u], [i]  # lean: user_layers[0] of the batch's rows only
         for layer in range(cfg.n_layers):
             u = self.A_ui @ i
             if layer == cfg.n_layers - 1:
@@ -221,16 +237,16 @@ class MMSSL(StructureLearning, Model):
                 i = torch.softmax(i, dim=1)
             user_layers.append(u)
             item_layers.append(i)
-        rows, repeat = (None, None) if users is None else torch.unique(users, return_inverse=True)
-
-        def pick(x: torch.Tensor) -> torch.Tensor:
-            return x if rows is None else x[rows]
-
         # the mean of the layers as a running sum: no (L + 1, N, d) stack at large N
-        u = (sum(pick(x) for x in user_layers) / len(user_layers)
-             + cfg.modality_rate * sum(pick(F.normalize(x, dim=1)) for x in user_modal))
-        if repeat is not None:
-            u = u[repeat]
+        if lean:
+            u = (sum(x if n == 0 else pick(x) for n, x in enumerate(user_layers)) / len(user_layers)
+                 + cfg.modality_rate * sum(F.normalize(pick(x), dim=1) for x in user_modal))
+            u, s_views = u[repeat], [s[repeat] for s in s_views]
+        else:
+            u = (sum(pick(x) for x in user_layers) / len(user_layers)
+                 + cfg.modality_rate * sum(pick(F.normalize(x, dim=1)) for x in user_modal))
+            if users is not None:
+                u, s_views = u[repeat], [s[users] for s in s_views]
         i = sum(item_layers) / len(item_layers) + cfg.modality_rate * sum(F.normalize(x, dim=1) for x in item_modal)
         return {"user": u, "item": i, "user_modal": user_modal, "item_modal": item_modal,
                 "user_graph": s_views, "graphs_empty": empty, "zero": zero}
@@ -335,17 +351,18 @@ class MMSSL(StructureLearning, Model):
         d_optimizer.zero_grad(set_to_none=True)
         shards.backward(d_loss)  # loss.backward(), weighted by this process's rows when distributed
         d_optimizer.step()
+        d_optimizer.zero_grad(set_to_none=True)  # no gradients kept through the next pass
 
         # Recommender (generator) step.
         u_b, i = out["user"], out["item"]  # u* of the batch's users, i* of every item
         p_b, n_b = i[pos], i[neg]
         bpr = log_sigmoid_bpr((u_b * p_b).sum(1), (u_b * n_b).sum(1))
         emb_reg = cfg.emb_reg * shards.batch_sum(u_b.square().sum() + p_b.square().sum() + n_b.square().sum()) / (2 * cfg.batch_size)
-        feat_reg = cfg.feat_reg * sum(x.square().sum() for x in out["item_modal"] + out["user_modal"]) / (2 * self.n_items)
+        feat_reg = cfg.feat_reg * sum(sum_of_squares(x) for x in out["item_modal"] + out["user_modal"]) / (2 * self.n_items)
         if out["graphs_empty"]:  # zero views: the loss is a constant, its value computed cheaply
             cl = sum(info_nce_of_zeros(len(users), u_b) for _ in self.modalities)
         else:
-            cl = sum(self.contrastive_loss(s[users], u_b) for s in out["user_graph"])
+            cl = sum(self.contrastive_loss(s, u_b) for s in out["user_graph"])  # s_m[users]
         self.discriminator.requires_grad_(False)  # gradients flow to the rows, not to D
         critic = self.discriminator
         if self.sketched:
@@ -368,6 +385,7 @@ class MMSSL(StructureLearning, Model):
         optimizer.zero_grad(set_to_none=True)
         shards.backward(loss)
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # at 2M users, E_u's gradient alone is 0.5 GB
 
         if cfg.graph_mode == "official":
             self._official_graph_step(self._step, users, out, observed, obs_rows, obs_cols)

@@ -73,8 +73,8 @@ def _wait(procs: list[subprocess.Popen], grace: float) -> int:
         for rank, code in enumerate(codes):
             if code is not None and code < 0 and rank not in reported:
                 reported.add(rank)
-                print(f"mmssl: error: rank {rank} of {len(procs)} was killed by "
-                      f"{_signal_name(-code)}", file=sys.stderr, flush=True)
+                _say(f"mmssl: error: rank {rank} of {len(procs)} was killed by "
+                     f"{_signal_name(-code)}")
         if failed is None:
             failures = [(code >= 0, rank, code) for rank, code in enumerate(codes)
                         if code not in (None, 0)]
@@ -85,9 +85,9 @@ def _wait(procs: list[subprocess.Popen], grace: float) -> int:
             break
         if deadline is not None and time.monotonic() > deadline:
             left = [r for r, c in enumerate(codes) if c is None]
-            print(f"mmssl: error: rank{'s' if len(left) > 1 else ''} "
-                  f"{', '.join(map(str, left))} still running {grace:g} s after rank "
-                  f"{failed[0]} failed; stopped them", file=sys.stderr, flush=True)
+            _say(f"mmssl: error: rank{'s' if len(left) > 1 else ''} "
+                 f"{', '.join(map(str, left))} still running {grace:g} s after rank "
+                 f"{failed[0]} failed; stopped them")
             _stop(procs, signal.SIGKILL)
             break
         time.sleep(0.05)
@@ -95,6 +95,12 @@ def _wait(procs: list[subprocess.Popen], grace: float) -> int:
         return 0
     code = failed[1]
     return code if code > 0 else 128 - code
+
+
+def _say(line: str) -> None:
+    """One line to stderr in one write (the ranks write to the same stderr)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _finish(procs: list[subprocess.Popen], grace: float) -> None:

@@ -174,29 +174,25 @@ class MMSSL(StructureLearning, Model):
         Returns a dict with ``user`` (U, d) and ``item`` (I, d): the final ``u*``, ``i*``;
         ``user_modal``/``item_modal``: lists of (U, d)/(I, d) modality views u_m, i_m;
         ``user_graph``: list of (U, d) modality-aware ID views s_m. With ``users`` (B,), ``user``
-        is ``u*[users]`` (B, d) and ``user_graph`` holds s_m[users] (B, d): a training step needs
-        no other rows, and at 2M users the full final sum is GBs. The rows are taken once per
-        distinct user and then repeated, so values and gradients are those of indexing
-        ``forward()``. With the sketched critic (the mode for large catalogues) the user side
-        goes further: s_m comes from those rows of G_m only, and the fusion and the normalised
-        modality views are of those rows, which saves GBs more at 1M items. Each row's sums are
-        the same, but the gradients reach u_m and E_u in another order, so they are equal to
-        rounding, not bit for bit; the exact mode keeps the order of 0.1, bit for bit.
+        is ``u*[users]`` (B, d) and ``user_graph`` holds s_m[users] (B, d), the only rows a step
+        needs (at 2M users the full final sum is GBs); rows are taken once per distinct user,
+        then repeated. With the sketched critic (large catalogues) the user side is of those
+        rows from the start (s_m from those rows of G_m, their fusion, the normalised views):
+        GBs less at 1M items, the same values, gradients equal to rounding (they add up in
+        another order). In exact mode values and gradients are bit for bit those of 0.1.
         """
         cfg = self.config
         user_modal, item_modal, s_views, t_views = [], [], [], []
         empty = self.structure.all_empty()
         rows, repeat = (None, None) if users is None else torch.unique(users, return_inverse=True)
         lean = rows is not None and self.sketched  # the user side of the batch's rows only
+        n_rows = len(rows) if lean else self.n_users
 
         def pick(x: torch.Tensor) -> torch.Tensor:
             return x if rows is None else x[rows]
 
         def early(x: torch.Tensor) -> torch.Tensor:
             return pick(x) if lean else x
-
-        n_rows = len(rows) if lean else self.n_users
-
         for j, m in enumerate(self.modalities):
             h = self.dropout(self.encoders[module_key(m)](getattr(self, f"features_{j}")))
             u_m = self.A_ui @ h

@@ -94,4 +94,15 @@ def peak_memory_mb() -> int | None:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
 
 
-__all__ = ["cpu_name", "fast_bf16", "peak_memory_mb", "resolve_device", "seed_everything", "set_threads"]
+def say(line: str) -> None:
+    """One line to stderr in one write. print() writes the text and its newline apart, so the
+    lines of processes sharing one stderr (a distributed run's ranks and its launcher) could
+    interleave."""
+    import sys
+
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+__all__ = ["cpu_name", "fast_bf16", "peak_memory_mb", "resolve_device", "say", "seed_everything",
+           "set_threads"]

@@ -13,6 +13,7 @@ import os
 import sys
 
 from mmssl.errors import MmsslError
+from mmssl.runtime import say
 
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MmsslError as e:
-        _say(f"mmssl: error: {_one_line(e)}")
+        say(f"mmssl: error: {_one_line(e)}")
         if e.exit_at_once:  # e.g. a lost peer: tearing its threads down would abort the process
             sys.stdout.flush()
             sys.stderr.flush()
@@ -70,21 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:  # a file that could not be read or written: name it
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        _say(f"mmssl: error: {where}{e.strerror or _one_line(e)}")
+        say(f"mmssl: error: {where}{e.strerror or _one_line(e)}")
         return 2
     except MemoryError:
-        _say("mmssl: error: out of memory (try a smaller batch_size or eval_batch_size)")
+        say("mmssl: error: out of memory (try a smaller batch_size or eval_batch_size)")
         return 2
     except KeyboardInterrupt:
-        _say("mmssl: interrupted")
+        say("mmssl: interrupted")
         return 130
-
-
-def _say(line: str) -> None:
-    """One line to stderr in one write: ranks of a distributed run share the launcher's stderr,
-    and print() writes the text and its newline apart, so lines could interleave."""
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
 
 
 def _one_line(e: BaseException) -> str:

@@ -97,7 +97,8 @@ class SparseGraph(nn.Module):
         ``rows`` distinct and sorted (``torch.unique``). The same sums in the same order as
         ``G @ X``, so the values and X's gradient are bit-identical to taking the rows after."""
         crow, col = self.csr.crow_indices().long(), self.csr.col_indices()
-        starts, counts = crow[rows], crow[rows + 1] - crow[rows]
+        starts = crow[rows]
+        counts = crow[rows + 1] - starts
         local = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)
         shift = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
         entry = shift + torch.arange(len(local), device=rows.device)

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from mmssl.runtime import say
+
 GRACE_SECONDS = 60.0  # how long the others get to stop by themselves after one failed
 
 
@@ -51,7 +53,7 @@ def launch(argv: list[str], nproc: int, grace: float = GRACE_SECONDS) -> int:
         return _wait(procs, grace)
     except KeyboardInterrupt:  # the children got the same SIGINT from the terminal
         _finish(procs, grace)
-        print("mmssl: interrupted", file=sys.stderr)
+        say("mmssl: interrupted")
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -73,7 +75,7 @@ def _wait(procs: list[subprocess.Popen], grace: float) -> int:
         for rank, code in enumerate(codes):
             if code is not None and code < 0 and rank not in reported:
                 reported.add(rank)
-                _say(f"mmssl: error: rank {rank} of {len(procs)} was killed by "
+                say(f"mmssl: error: rank {rank} of {len(procs)} was killed by "
                      f"{_signal_name(-code)}")
         if failed is None:
             failures = [(code >= 0, rank, code) for rank, code in enumerate(codes)
@@ -85,7 +87,7 @@ def _wait(procs: list[subprocess.Popen], grace: float) -> int:
             break
         if deadline is not None and time.monotonic() > deadline:
             left = [r for r, c in enumerate(codes) if c is None]
-            _say(f"mmssl: error: rank{'s' if len(left) > 1 else ''} "
+            say(f"mmssl: error: rank{'s' if len(left) > 1 else ''} "
                  f"{', '.join(map(str, left))} still running {grace:g} s after rank "
                  f"{failed[0]} failed; stopped them")
             _stop(procs, signal.SIGKILL)
@@ -95,12 +97,6 @@ def _wait(procs: list[subprocess.Popen], grace: float) -> int:
         return 0
     code = failed[1]
     return code if code > 0 else 128 - code
-
-
-def _say(line: str) -> None:
-    """One line to stderr in one write (the ranks write to the same stderr)."""
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
 
 
 def _finish(procs: list[subprocess.Popen], grace: float) -> None:

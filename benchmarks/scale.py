@@ -3,6 +3,7 @@ time against the number of items, for the exact and the sketched discriminator, 
 
     python benchmarks/scale.py [--items 1682,6710,18357,100000,1000000] [--modes exact,sketch]
                                [--precisions fp32,bf16] [--device cpu] [--steps 5] [--threads 2]
+                               [--allocator system|tcmalloc|jemalloc]
 
 Each size is a planted dataset (benchmarks only: users in clusters, items of their cluster,
 cluster-centred features) with about 2 I users, 15 interactions per user (10 to 20 in most
@@ -17,7 +18,11 @@ users with validation items.
 
 ``exact`` is not run beyond the first size where it passes 60 s per step or 20 GB, or where
 its critic alone (4 copies of an I x I/4 matrix: weights, gradient, two Adam moments) would
-pass 20 GB. The last line printed is a JSON list of records {items, mode, precision,
+pass 20 GB. ``--allocator tcmalloc`` (or ``jemalloc``) runs every worker with that malloc
+preloaded (``LD_PRELOAD``; Linux, the library installed, e.g. Debian's ``libtcmalloc-minimal4``).
+glibc's malloc serves every block above 32 MB by a fresh ``mmap``, so at 1M items each large
+temporary of a step is new pages; tcmalloc keeps freed memory for the next allocation (see
+docs/tuning.md for what it changes). The last line printed is a JSON list of records {items, mode, precision,
 step_seconds, epoch_seconds, peak_rss_mb, valid_seconds}; the log-log plot goes to --plot.
 """
 
@@ -40,6 +45,21 @@ from mmssl.runtime import cpu_name
 EXACT_LIMIT_SECONDS = 60.0
 EXACT_LIMIT_MB = 20 * 1024
 VALID_USERS = 10_000
+ALLOCATORS = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemalloc",)}
+
+
+def allocator_library(name: str) -> str | None:
+    """The shared library to preload for ``--allocator name`` (None for the system's malloc)."""
+    import ctypes.util
+
+    if name == "system":
+        return None
+    for lib in ALLOCATORS[name]:
+        found = ctypes.util.find_library(lib)
+        if found:
+            return found
+    raise SystemExit(f"scale.py: --allocator {name}: no lib{ALLOCATORS[name][0]} found on this "
+                     f"machine (on Debian: apt install {'libtcmalloc-minimal4' if name == 'tcmalloc' else 'libjemalloc2'})")
 
 
 def scale_dataset(n_items: int, cache: Path | None, seed: int = 0):
@@ -180,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "mmssl-scale"),
                    help="where generated datasets are kept between processes")
     p.add_argument("--plot", default="docs/scale.png", help="log-log plot (default: docs/scale.png)")
+    p.add_argument("--allocator", choices=("system", *ALLOCATORS), default="system",
+                   help="malloc the workers run with (default: system; tcmalloc keeps freed memory)")
     p.add_argument("--worker", nargs=3, metavar=("ITEMS", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     p.add_argument("--prepare", type=int, metavar="ITEMS", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -192,8 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(items, mode, precision, args.steps, args.threads, args.device, cache)))
         return 0
 
+    library = allocator_library(args.allocator)
+    env = dict(os.environ)
+    if library:
+        env["LD_PRELOAD"] = " ".join(filter(None, (library, env.get("LD_PRELOAD"))))
     print(f"{platform.processor() or platform.machine()}; {cpu_name()}; torch threads "
-          f"{args.threads or 'default'}; device {args.device}", flush=True)
+          f"{args.threads or 'default'}; device {args.device}; malloc {library or 'system'}", flush=True)
     records, stopped = [], set()
     for items in [int(x) for x in args.items.split(",")]:
         if cache is not None:
@@ -209,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, __file__, "--worker", str(items), mode, precision,
                        "--steps", str(args.steps), "--threads", str(args.threads),
                        "--device", args.device, "--cache", args.cache]
-                done = subprocess.run(cmd, capture_output=True, text=True)
+                done = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
                     tail = (done.stderr.strip().splitlines() or ["?"])[-1]
                     print(f"{items:>9} {mode:<7}{precision:<5} failed: {tail}", flush=True)

@@ -77,10 +77,11 @@ def test_graph_k_is_the_rate_of_the_catalogue_within_its_bounds():
 @pytest.mark.parametrize("mode", ["exact", "sketch"])
 @pytest.mark.parametrize("variant", ["official", "paper"])
 def test_forward_for_a_batch_of_users_is_exactly_the_rows_of_the_full_forward(variant, mode):
-    """forward(users) builds u* for the batch only (repeats included); values are bit-identical
-    to indexing the full forward, and so are the gradients of every parameter in exact mode
-    (in sketch mode, where s_m and the fusion are of the batch's rows only, the gradients add
-    up in another order: equal to rounding)."""
+    """forward(users) builds u* for the batch only (repeats included); in exact mode its values
+    and the gradients of every parameter are bit-identical to indexing the full forward (in
+    sketch mode, where s_m and the fusion are of the batch's rows only, they are equal to
+    rounding: the gradients add up in another order, and the dense products of the fusion over a
+    few rows may round differently from the same products over all rows)."""
     ds = planted_dataset(n_users=40, n_items=48, n_interactions=500, seed=3)
     model = make_model(ds, variant=variant, topk_rate=0.1, n_layers=2, discriminator=mode)
     run_steps(model, ds, 2)  # the paper variant's graphs are built: every view is non-zero
@@ -98,7 +99,10 @@ def test_forward_for_a_batch_of_users_is_exactly_the_rows_of_the_full_forward(va
         grads.append((torch.cat([u, *s], 1).detach(), {n: p.grad.clone() for n, p in
                                                        model.named_parameters() if p.grad is not None}))
     (full, g_full), (rows, g_rows) = grads
-    assert torch.equal(full, rows)
+    if mode == "exact":
+        assert torch.equal(full, rows)
+    else:  # a product of 7 rows may round differently from one of all rows (seen: 1 thread, Intel AMX)
+        torch.testing.assert_close(rows, full, rtol=1e-6, atol=1e-7)
     assert g_full.keys() == g_rows.keys()
     for name in g_full:
         if mode == "exact":

@@ -21,9 +21,10 @@ its critic alone (4 copies of an I x I/4 matrix: weights, gradient, two Adam mom
 pass 20 GB. ``--allocator tcmalloc`` (or ``jemalloc``) runs every worker with that malloc
 preloaded (``LD_PRELOAD``; Linux, the library installed, e.g. Debian's ``libtcmalloc-minimal4``).
 glibc's malloc serves every block above 32 MB by a fresh ``mmap``, so at 1M items each large
-temporary of a step is new pages; tcmalloc keeps freed memory for the next allocation (see
-docs/tuning.md for what it changes). The last line printed is a JSON list of records {items, mode, precision,
-step_seconds, epoch_seconds, peak_rss_mb, valid_seconds}; the log-log plot goes to --plot.
+temporary of a step is new pages; tcmalloc keeps freed memory for the next allocation (the
+README's "1M items" has what it changes). The last line printed is a JSON list of records
+{items, mode, precision, step_seconds, epoch_seconds, peak_rss_mb, valid_seconds}; the log-log
+plot goes to --plot.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def allocator_library(name: str) -> str | None:
         found = ctypes.util.find_library(lib)
         if found:
             return found
+    package = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}[name]
     raise SystemExit(f"scale.py: --allocator {name}: no lib{ALLOCATORS[name][0]} found on this "
-                     f"machine (on Debian: apt install {'libtcmalloc-minimal4' if name == 'tcmalloc' else 'libjemalloc2'})")
+                     f"machine (on Debian: apt install {package})")
 
 
 def scale_dataset(n_items: int, cache: Path | None, seed: int = 0):

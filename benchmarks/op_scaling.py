@@ -75,5 +75,6 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{k} {last[k] / first[k]:.1f}x" for k in first))
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -116,28 +116,37 @@ def _generate(n_users: int, n_items: int, seed: int) -> dict[str, np.ndarray]:
     return {"users": users, "items": items, "split": split, **features}
 
 
+def training_setup(ds, mode: str, precision: str, device="cpu"):
+    """MMSSL (its defaults, seed 0) on ``ds`` with the given critic and precision, its
+    optimisers and a seeded user sampler: what this script and step_memory.py measure."""
+    import torch
+
+    from mmssl.config import build_config
+    from mmssl.models import create_model
+    from mmssl.models.mmssl import MMSSLConfig
+    from mmssl.training.sampler import BprSampler
+
+    torch.manual_seed(0)
+    config = build_config(MMSSLConfig, {"discriminator": mode, "precision": precision})
+    model = create_model("mmssl", ds, config).to(device)
+    sampler = BprSampler(ds.matrix("train"), config.batch_size, "user",
+                         torch.Generator().manual_seed(0), model.users_with_replacement)
+    return model, model.configure_optimizers(), sampler
+
+
 def measure(items: int, mode: str, precision: str, steps: int, threads: int, device: str,
             cache: Path | None) -> dict:
     """One (size, mode, precision) in this process: step, epoch, validation, peak memory."""
     import torch
 
-    from mmssl.config import build_config
     from mmssl.evaluation import rank_metrics
-    from mmssl.models import create_model
-    from mmssl.models.mmssl import MMSSLConfig
     from mmssl.runtime import peak_memory_mb, resolve_device
-    from mmssl.training.sampler import BprSampler
 
     if threads:
         torch.set_num_threads(threads)
     ds = scale_dataset(items, cache)
     dev = resolve_device(device)
-    torch.manual_seed(0)
-    config = build_config(MMSSLConfig, {"discriminator": mode, "precision": precision})
-    model = create_model("mmssl", ds, config).to(dev)
-    optimizers = model.configure_optimizers()
-    sampler = BprSampler(ds.matrix("train"), config.batch_size, "user",
-                         torch.Generator().manual_seed(0), model.users_with_replacement)
+    model, optimizers, sampler = training_setup(ds, mode, precision, dev)
 
     def sync():
         if dev.type == "cuda":

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scale import scale_dataset  # noqa: E402
+from scale import scale_dataset, training_setup  # noqa: E402
 
 from mmssl.runtime import cpu_name  # noqa: E402
 
@@ -82,22 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     if not Path("/proc/self/statm").exists():
         raise SystemExit("step_memory.py reads /proc/self/statm: Linux only")
 
-    from mmssl.config import build_config
-    from mmssl.models import create_model, shards
-    from mmssl.models.mmssl import MMSSLConfig
-    from mmssl.training.sampler import BprSampler
+    from mmssl.models import shards
 
     torch.set_num_threads(args.threads)
     print(f"{cpu_name()}; torch threads {args.threads}; {args.items} items, {args.mode}", flush=True)
     memory = PhaseMemory()
     ds = scale_dataset(args.items, Path(args.cache))
     memory.phase = "model"
-    torch.manual_seed(0)
-    config = build_config(MMSSLConfig, {"discriminator": args.mode, "precision": "fp32"})
-    model = create_model("mmssl", ds, config)
-    optimizers = model.configure_optimizers()
-    sampler = BprSampler(ds.matrix("train"), config.batch_size, "user",
-                         torch.Generator().manual_seed(0), model.users_with_replacement)
+    model, optimizers, sampler = training_setup(ds, args.mode, "fp32")
     step = [0]
     memory.wrap(model, "forward", "forward", step)
     memory.wrap(model, f"_critic_loss_{'sketched' if args.mode == 'sketch' else 'exact'}",

@@ -76,7 +76,7 @@ def _wait(procs: list[subprocess.Popen], grace: float) -> int:
             if code is not None and code < 0 and rank not in reported:
                 reported.add(rank)
                 say(f"mmssl: error: rank {rank} of {len(procs)} was killed by "
-                     f"{_signal_name(-code)}")
+                    f"{_signal_name(-code)}")
         if failed is None:
             failures = [(code >= 0, rank, code) for rank, code in enumerate(codes)
                         if code not in (None, 0)]
@@ -88,8 +88,8 @@ def _wait(procs: list[subprocess.Popen], grace: float) -> int:
         if deadline is not None and time.monotonic() > deadline:
             left = [r for r, c in enumerate(codes) if c is None]
             say(f"mmssl: error: rank{'s' if len(left) > 1 else ''} "
-                 f"{', '.join(map(str, left))} still running {grace:g} s after rank "
-                 f"{failed[0]} failed; stopped them")
+                f"{', '.join(map(str, left))} still running {grace:g} s after rank "
+                f"{failed[0]} failed; stopped them")
             _stop(procs, signal.SIGKILL)
             break
         time.sleep(0.05)

@@ -3,7 +3,7 @@ time against the number of items, for the exact and the sketched discriminator, 
 
     python benchmarks/scale.py [--items 1682,6710,18357,100000,1000000] [--modes exact,sketch]
                                [--precisions fp32,bf16] [--device cpu] [--steps 5] [--threads 2]
-                               [--allocator system|tcmalloc|jemalloc]
+                               [--allocator system|tcmalloc|jemalloc] [--order none|locality]
 
 Each size is a planted dataset (benchmarks only: users in clusters, items of their cluster,
 cluster-centred features) with about 2 I users, 15 interactions per user (10 to 20 in most
@@ -22,7 +22,9 @@ pass 20 GB. ``--allocator tcmalloc`` (or ``jemalloc``) runs every worker with th
 preloaded (``LD_PRELOAD``; Linux, the library installed, e.g. Debian's ``libtcmalloc-minimal4``).
 glibc's malloc serves every block above 32 MB by a fresh ``mmap``, so at 1M items each large
 temporary of a step is new pages; tcmalloc keeps freed memory for the next allocation (the
-README's "1M items" has what it changes). The last line printed is a JSON list of records
+README's "1M items" has what it changes). ``--order locality`` measures the data renumbered by
+``mmssl data reorder`` (:mod:`mmssl.data.order`; computed from the training interactions, not
+from the planted clusters) and reports the seconds that took. The last line printed is a JSON list of records
 {items, mode, precision, step_seconds, epoch_seconds, peak_rss_mb, valid_seconds}; the log-log
 plot goes to --plot.
 """
@@ -64,13 +66,36 @@ def allocator_library(name: str) -> str | None:
                      f"machine (on Debian: apt install {package})")
 
 
-def scale_dataset(n_items: int, cache: Path | None, seed: int = 0):
-    """A planted dataset of ``n_items`` items and 2 * n_items users (cached as .npy files)."""
-    from mmssl.data.dataset import Dataset
-
+def scale_dataset(n_items: int, cache: Path | None, seed: int = 0, order: str = "none"):
+    """A planted dataset of ``n_items`` items and 2 * n_items users (cached as .npy files);
+    ``order="locality"``: renumbered by :func:`mmssl.data.order.locality_order` (cached apart,
+    with the seconds the order took in ``order.json``)."""
     n_users = 2 * n_items
-    folder = cache / f"planted-{n_items}-{seed}" if cache else None
     names = ("users", "items", "split", "text", "image")
+    if order == "locality":
+        from mmssl.data.order import reorder_for_locality
+
+        folder = cache / f"planted-{n_items}-{seed}-locality" if cache else None
+        if folder is not None and (folder / "order.json").exists():
+            arrays = {n: np.load(folder / f"{n}.npy") for n in (*names, "user_order", "item_order")}
+            return _planted(arrays, n_users, n_items, seed, arrays["user_order"], arrays["item_order"],
+                            json.loads((folder / "order.json").read_text()))
+        base = scale_dataset(n_items, cache, seed)
+        start = time.perf_counter()
+        ds, _ = reorder_for_locality(base)
+        facts = {**ds.info["order"], "seconds": round(time.perf_counter() - start, 2)}
+        ds.info["order"] = facts
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            user_order = np.char.lstrip(ds.user_ids, "u").astype(np.int64)
+            item_order = np.char.lstrip(ds.item_ids, "i").astype(np.int64)
+            arrays = {"users": ds.users, "items": ds.items, "split": ds.split, **ds.features,
+                      "user_order": user_order, "item_order": item_order}
+            for n, a in arrays.items():
+                np.save(folder / f"{n}.npy", a)
+            (folder / "order.json").write_text(json.dumps(facts))
+        return ds
+    folder = cache / f"planted-{n_items}-{seed}" if cache else None
     if folder is not None and all((folder / f"{n}.npy").exists() for n in names):
         arrays = {n: np.load(folder / f"{n}.npy") for n in names}  # in memory: the model shares them
     else:
@@ -79,12 +104,22 @@ def scale_dataset(n_items: int, cache: Path | None, seed: int = 0):
             folder.mkdir(parents=True, exist_ok=True)
             for n, a in arrays.items():
                 np.save(folder / f"{n}.npy", a)
+    return _planted(arrays, n_users, n_items, seed)
+
+
+def _planted(arrays, n_users, n_items, seed, user_order=None, item_order=None, order=None):
+    from mmssl.data.dataset import Dataset
+
+    user_order = np.arange(n_users) if user_order is None else user_order
+    item_order = np.arange(n_items) if item_order is None else item_order
+    info = {"source_format": "generated", "split": "planted", "seed": seed}
+    if order is not None:
+        info["order"] = order
     return Dataset(users=np.asarray(arrays["users"]), items=np.asarray(arrays["items"]),
                    split=np.asarray(arrays["split"]),
-                   user_ids=np.char.mod("u%d", np.arange(n_users)),
-                   item_ids=np.char.mod("i%d", np.arange(n_items)),
+                   user_ids=np.char.mod("u%d", user_order), item_ids=np.char.mod("i%d", item_order),
                    features={"text": np.asarray(arrays["text"]), "image": np.asarray(arrays["image"])},
-                   info={"source_format": "generated", "split": "planted", "seed": seed})
+                   info=info)
 
 
 def _generate(n_users: int, n_items: int, seed: int) -> dict[str, np.ndarray]:
@@ -135,7 +170,7 @@ def training_setup(ds, mode: str, precision: str, device="cpu"):
 
 
 def measure(items: int, mode: str, precision: str, steps: int, threads: int, device: str,
-            cache: Path | None) -> dict:
+            cache: Path | None, order: str = "none") -> dict:
     """One (size, mode, precision) in this process: step, epoch, validation, peak memory."""
     import torch
 
@@ -144,7 +179,7 @@ def measure(items: int, mode: str, precision: str, steps: int, threads: int, dev
 
     if threads:
         torch.set_num_threads(threads)
-    ds = scale_dataset(items, cache)
+    ds = scale_dataset(items, cache, order=order)
     dev = resolve_device(device)
     model, optimizers, sampler = training_setup(ds, mode, precision, dev)
 
@@ -187,7 +222,8 @@ def measure(items: int, mode: str, precision: str, steps: int, threads: int, dev
               "epoch_seconds": round(step_seconds * sampler.steps_per_epoch(), 1),
               "peak_rss_mb": peak_memory_mb(), "valid_seconds": round(valid_seconds, 3),
               "users": ds.n_users, "interactions": int(len(ds.users)),
-              "valid_users": int(result["users"]), "steps_timed": len(times)}
+              "valid_users": int(result["users"]), "steps_timed": len(times), "order": order,
+              "order_seconds": ds.info.get("order", {}).get("seconds")}
     if dev.type == "cuda":
         record["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
     return record
@@ -213,16 +249,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", default="docs/scale.png", help="log-log plot (default: docs/scale.png)")
     p.add_argument("--allocator", choices=("system", *ALLOCATORS), default="system",
                    help="malloc the workers run with (default: system; tcmalloc keeps freed memory)")
+    p.add_argument("--order", choices=("none", "locality"), default="none",
+                   help="locality: users and items renumbered by mmssl.data.order first "
+                        "(default: none, the generator's numbering)")
     p.add_argument("--worker", nargs=3, metavar=("ITEMS", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     p.add_argument("--prepare", type=int, metavar="ITEMS", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cache = Path(args.cache) if args.cache else None
     if args.prepare:  # generate and cache a dataset, so that no worker's peak includes it
-        scale_dataset(args.prepare, cache)
+        scale_dataset(args.prepare, cache, order=args.order)
         return 0
     if args.worker:
         items, mode, precision = int(args.worker[0]), args.worker[1], args.worker[2]
-        print(json.dumps(measure(items, mode, precision, args.steps, args.threads, args.device, cache)))
+        print(json.dumps(measure(items, mode, precision, args.steps, args.threads, args.device, cache,
+                                 args.order)))
         return 0
 
     library = allocator_library(args.allocator)
@@ -234,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     records, stopped = [], set()
     for items in [int(x) for x in args.items.split(",")]:
         if cache is not None:
-            subprocess.run([sys.executable, __file__, "--prepare", str(items), "--cache", args.cache],
-                           check=True)
+            subprocess.run([sys.executable, __file__, "--prepare", str(items), "--cache", args.cache,
+                            "--order", args.order], check=True)
         for mode in args.modes.split(","):
             for precision in args.precisions.split(","):
                 if mode == "exact" and (precision in stopped or not exact_fits(items)):
@@ -245,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 cmd = [sys.executable, __file__, "--worker", str(items), mode, precision,
                        "--steps", str(args.steps), "--threads", str(args.threads),
-                       "--device", args.device, "--cache", args.cache]
+                       "--device", args.device, "--cache", args.cache, "--order", args.order]
                 done = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
                     tail = (done.stderr.strip().splitlines() or ["?"])[-1]

@@ -190,8 +190,8 @@ def test_help_has_no_rest_markup_and_states_defaults():
     assert not problems, problems
 
 
-def test_data_group_has_its_four_actions():
+def test_data_group_has_its_five_actions():
     top = build_parser()
     data = dict(_parsers(top, "mmssl"))["mmssl data"]
     actions = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(actions.choices) == ["import", "export", "stats", "prepare"]
+    assert list(actions.choices) == ["import", "export", "stats", "reorder", "prepare"]

@@ -20,6 +20,7 @@ from mmssl.models.graph import (
     SparseGraph,
     bipartite_adjacency,
     coalesce,
+    csr_product,
     knn_edges,
     sparse_product,
     sym_normalise,
@@ -276,6 +277,23 @@ def test_sparse_product_gradients_match_dense():
     torch.testing.assert_close(out, matrix @ x2)
     torch.testing.assert_close(values.grad, v2.grad)
     torch.testing.assert_close(dense.grad, x2.grad)
+
+
+def test_csr_product_writes_every_row_of_its_uninitialised_output(monkeypatch):
+    """csr_product skips the zero fill of ``s @ x``: every row of the fresh output, empty rows
+    of s included, must still be written. Fresh memory is made NaN here so a row left
+    unwritten shows."""
+    m = sp.random(40, 30, density=0.1, format="csr", dtype=np.float32, random_state=0)
+    m[[3, 17, 39]] = 0  # empty rows, the last one too
+    m.eliminate_zeros()
+    s = SparseGraph(m).csr
+    x = torch.rand(30, 5, generator=torch.Generator().manual_seed(0))
+    real_new_empty = torch.Tensor.new_empty
+    monkeypatch.setattr(torch.Tensor, "new_empty",
+                        lambda self, *size, **kw: real_new_empty(self, *size, **kw).fill_(float("nan")))
+    out = csr_product(s, x)
+    assert torch.equal(out, s @ x)  # the same bits as the zero-filled product
+    assert float(out[[3, 17, 39]].abs().sum()) == 0.0
 
 
 def test_coalesce_sums_duplicates_and_sym_normalise_guards_empty_rows():

@@ -4,6 +4,7 @@
                       [--items FILE] [--cold-items FRACTION] ...
     mmssl data export --format {mmssl,mmrec} DIR DEST [--overwrite]
     mmssl data stats DIR [--json]
+    mmssl data reorder DIR DEST [--dim 16] [--iterations 6] [--seed 0] [--overwrite]
 
 DEST of ``import`` and DIR of ``export`` / ``stats`` are dataset directories in mmssl's own layout
 (:mod:`mmssl.data.layout`). ``mmssl data prepare`` (well-known datasets, which need feature
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+import numpy as np
 
 from mmssl.data.dataset import Dataset, load_dataset, save_dataset
 from mmssl.data.formats import EXPORT_FORMATS, IMPORT_FORMATS, export_dataset, import_dataset
@@ -58,6 +61,23 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     stats.add_argument("dir", metavar="DIR", help="dataset directory")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(func=_cmd_stats)
+
+    order = actions.add_parser(
+        "reorder",
+        help="renumber users and items for memory locality (large catalogues)",
+        description="Write DIR to DEST with users and items renumbered by a locality order of "
+        "the training graph (mmssl.data.order): the same data and original ids, faster sparse "
+        "products once the model's tables leave the cache. A cold/ part gets the same users' "
+        "numbering.",
+    )
+    order.add_argument("dir", metavar="DIR", help="dataset directory")
+    order.add_argument("dest", metavar="DEST", help="dataset directory to create")
+    order.add_argument("--dim", type=int, default=16, help="embedding coordinates (default 16)")
+    order.add_argument("--iterations", type=int, default=6,
+                       help="subspace iterations (default 6)")
+    order.add_argument("--seed", type=int, default=0, help="seed of the start (default 0)")
+    order.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    order.set_defaults(func=_cmd_reorder)
     return actions
 
 
@@ -192,6 +212,32 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         print(json.dumps(stats, indent=2, sort_keys=False))
     else:
         print(format_stats(stats))
+    return 0
+
+
+def _cmd_reorder(args: argparse.Namespace) -> int:
+    import time
+
+    from mmssl.data.coldsplit import COLD_DIR, load_cold_items, save_with_cold_items
+    from mmssl.data.order import reorder, reorder_for_locality
+
+    if not 1 <= args.dim <= 62:
+        raise DataError(f"--dim {args.dim}: expected 1 to 62")
+    if args.iterations < 1:
+        raise DataError(f"--iterations {args.iterations}: expected at least 1")
+    dest = check_destination(args.dest, args.overwrite)
+    ds = load_dataset(args.dir)
+    start = time.perf_counter()
+    out, user_order = reorder_for_locality(ds, args.dim, args.iterations, args.seed)
+    seconds = time.perf_counter() - start
+    if ds.path is not None and (ds.path / COLD_DIR / "dataset.json").is_file():
+        cold = load_cold_items(ds.path)
+        cold = reorder(cold, user_order, np.arange(cold.n_items))
+        save_with_cold_items(out, cold, dest, overwrite=args.overwrite)
+    else:
+        save_dataset(out, dest, overwrite=args.overwrite)
+    print(f"reordered {args.dir} -> {dest} (locality order in {seconds:.1f} s)")
+    print(summary(out))
     return 0
 
 

@@ -122,11 +122,21 @@ class _GraphProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, graph):
         ctx.graph = graph
-        return graph.csr.to(x.dtype) @ x
+        return csr_product(graph.csr.to(x.dtype), x)
 
     @staticmethod
     def backward(ctx, grad):
-        return ctx.graph.csr_t.to(grad.dtype) @ grad.contiguous(), None
+        return csr_product(ctx.graph.csr_t.to(grad.dtype), grad.contiguous()), None
+
+
+def csr_product(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``s @ x`` for a CSR ``s`` without zeroing the output first: ``addmm`` with beta=0 ignores
+    its (uninitialised) input and writes every row, empty rows as zeros; with the input as its
+    own ``out`` nothing is copied either. The same values bit for bit; at 1M items the zero
+    fill and the copy were a fifth of each product's time."""
+    out = x.new_empty(s.shape[0], x.shape[1])
+    with torch.profiler.record_function("mmssl::csr_product"):  # a label for profiles
+        return torch.addmm(out, s, x, beta=0, out=out)
 
 
 def _to_torch_csr(m: sp.csr_matrix, device: torch.device | str | None) -> torch.Tensor:
@@ -171,7 +181,7 @@ class _SparseValuesProduct(torch.autograd.Function):
             s = torch.sparse_csr_tensor(crow, cols, values.to(dense.dtype),
                                         (n_rows, dense.shape[0]), check_invariants=False)
         ctx.save_for_backward(values, rows, cols, crow, dense)
-        return s @ dense
+        return csr_product(s, dense)
 
     @staticmethod
     def backward(ctx, grad):
@@ -192,7 +202,7 @@ class _SparseValuesProduct(torch.autograd.Function):
             crow_t = torch.ops.aten._convert_indices_from_coo_to_csr(cols[order], dense.shape[0])
             s_t = torch.sparse_csr_tensor(crow_t, rows[order], values[order].to(grad.dtype),
                                           (dense.shape[0], grad.shape[0]), check_invariants=False)
-            grad_dense = s_t @ grad
+            grad_dense = csr_product(s_t, grad)
         return grad_values, None, None, grad_dense, None
 
 

@@ -113,3 +113,27 @@ def test_reorder_command_errors_are_one_line(tmp_path, capsys):
     assert (tmp_path / "dest" / "keep.txt").read_text() == "x"  # nothing replaced
     assert main(["data", "reorder", str(tmp_path / "nowhere"), str(tmp_path / "d2")]) != 0
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_training_a_large_unordered_catalogue_logs_a_reorder_hint(planted, tmp_path, monkeypatch):
+    import json
+
+    import mmssl.data.order as order
+    from mmssl.api import train
+
+    monkeypatch.setattr(order, "HINT_ABOVE_ITEMS", 500)  # the planted data's 800 items are "large"
+    assert "mmssl data reorder" in order.order_hint(planted)
+    ordered, _ = reorder_for_locality(planted)
+    assert order.order_hint(ordered) is None  # already reordered: no hint
+    monkeypatch.setattr(order, "HINT_ABOVE_ITEMS", 800)
+    assert order.order_hint(planted) is None  # at the threshold: no hint
+    monkeypatch.setattr(order, "HINT_ABOVE_ITEMS", 500)
+    notes = {}
+    for name, ds in (("plain", planted), ("ordered", ordered)):
+        out = tmp_path / name
+        train("lightgcn", save_dataset(ds, tmp_path / f"data-{name}"), out,
+              overrides=["epochs=1", "batch_size=2048", "threads=1"], progress=False)
+        records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+        notes[name] = [r["text"] for r in records if r.get("event") == "note"]
+    assert any("mmssl data reorder" in n for n in notes["plain"])
+    assert not any("mmssl data reorder" in n for n in notes["ordered"])

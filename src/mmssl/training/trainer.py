@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from mmssl.config import RunConfig
 from mmssl.data.dataset import Dataset
+from mmssl.data.order import order_hint
 from mmssl.errors import DataError, MmsslError
 from mmssl.evaluation import evaluate
 from mmssl.models.base import Model, Optimizers
@@ -92,7 +93,8 @@ class Trainer:
         device = resolve_device(run.device) if dist is None else dist.device
         model.to(device)
         model.on_device(device)
-        for note in model.notes:  # choices made while building: in the log, and shown
+        hint = order_hint(dataset) if model.learned else None
+        for note in [*model.notes, *([hint] if hint else [])]:  # in the log, and shown
             if self.run_dir is not None and not resume and self.main:
                 self.run_dir.append_log({"event": "note", "text": note})
             if self.progress:

@@ -76,9 +76,10 @@ def scale_dataset(n_items: int, cache: Path | None, seed: int = 0, order: str = 
         from mmssl.data.order import reorder_for_locality
 
         folder = cache / f"planted-{n_items}-{seed}-locality" if cache else None
-        if folder is not None and (folder / "order.json").exists():
-            arrays = {n: np.load(folder / f"{n}.npy") for n in (*names, "user_order", "item_order")}
-            return _planted(arrays, n_users, n_items, seed, arrays["user_order"], arrays["item_order"],
+        stored = (*names, "user_ids", "item_ids")
+        if folder is not None and all((folder / f).exists() for f in ("order.json", *(f"{n}.npy" for n in stored))):
+            arrays = {n: np.load(folder / f"{n}.npy") for n in stored}
+            return _planted(arrays, n_users, n_items, seed,
                             json.loads((folder / "order.json").read_text()))
         base = scale_dataset(n_items, cache, seed)
         start = time.perf_counter()
@@ -87,10 +88,9 @@ def scale_dataset(n_items: int, cache: Path | None, seed: int = 0, order: str = 
         ds.info["order"] = facts
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            user_order = np.char.lstrip(ds.user_ids, "u").astype(np.int64)
-            item_order = np.char.lstrip(ds.item_ids, "i").astype(np.int64)
             arrays = {"users": ds.users, "items": ds.items, "split": ds.split, **ds.features,
-                      "user_order": user_order, "item_order": item_order}
+                      # as fixed-width strings, which np.load reads without pickle
+                      "user_ids": ds.user_ids.astype(str), "item_ids": ds.item_ids.astype(str)}
             for n, a in arrays.items():
                 np.save(folder / f"{n}.npy", a)
             (folder / "order.json").write_text(json.dumps(facts))
@@ -107,17 +107,18 @@ def scale_dataset(n_items: int, cache: Path | None, seed: int = 0, order: str = 
     return _planted(arrays, n_users, n_items, seed)
 
 
-def _planted(arrays, n_users, n_items, seed, user_order=None, item_order=None, order=None):
+def _planted(arrays, n_users, n_items, seed, order=None):
+    """The Dataset of cached arrays; ids "u<k>" and "i<k>" of the generator's numbering unless
+    the arrays hold reordered ones."""
     from mmssl.data.dataset import Dataset
 
-    user_order = np.arange(n_users) if user_order is None else user_order
-    item_order = np.arange(n_items) if item_order is None else item_order
     info = {"source_format": "generated", "split": "planted", "seed": seed}
     if order is not None:
         info["order"] = order
     return Dataset(users=np.asarray(arrays["users"]), items=np.asarray(arrays["items"]),
                    split=np.asarray(arrays["split"]),
-                   user_ids=np.char.mod("u%d", user_order), item_ids=np.char.mod("i%d", item_order),
+                   user_ids=arrays["user_ids"] if "user_ids" in arrays else np.char.mod("u%d", np.arange(n_users)),
+                   item_ids=arrays["item_ids"] if "item_ids" in arrays else np.char.mod("i%d", np.arange(n_items)),
                    features={"text": np.asarray(arrays["text"]), "image": np.asarray(arrays["image"])},
                    info=info)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -215,8 +216,25 @@ def test_official_discriminator_is_linear_and_paper_is_not():
     ds = planted_dataset(n_users=20, n_items=40, n_interactions=200)
     official = make_model(ds, variant="official").discriminator
     paper = make_model(ds, variant="paper").discriminator
-    assert [m.negative_slope for m in official.head if isinstance(m, torch.nn.LeakyReLU)] == [1.0, 1.0]
-    assert [m.negative_slope for m in paper.head if isinstance(m, torch.nn.LeakyReLU)] == [0.01, 0.01]
+    # official: LeakyReLU(1.0), i.e. the identity, which is what the head holds in its place
+    assert [type(official.head[i]) for i in (0, 4)] == [torch.nn.Identity] * 2
+    assert [paper.head[i].negative_slope for i in (0, 4)] == [0.01, 0.01]
+
+
+def test_identity_in_place_of_leaky_relu_one_changes_no_bit():
+    # forwards, backwards and through the gradient penalty's second backward
+    ds = planted_dataset(n_users=20, n_items=40, n_interactions=200)
+    critic = make_model(ds, variant="official").discriminator
+    leaky = copy.deepcopy(critic)
+    leaky.head[0], leaky.head[4] = torch.nn.LeakyReLU(1.0), torch.nn.LeakyReLU(1.0)
+    h_real, h_fake = torch.randn(16, 10), torch.randn(16, 10)
+    grads = []
+    for c in (critic, leaky):
+        torch.manual_seed(0)
+        c.wgan_gp_loss(h_real, h_fake, torch.eye(10), 5.0, 1.0).backward()
+        grads.append({n: p.grad.clone() for n, p in c.named_parameters() if p.grad is not None})
+    assert len(grads[0]) == 9 and grads[0].keys() == grads[1].keys()  # the input bias, the head
+    assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
 
 
 def test_zero_feature_rows_give_no_nan():

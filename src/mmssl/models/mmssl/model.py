@@ -31,8 +31,9 @@ from mmssl.data.dataset import Dataset
 from mmssl.models import shards
 from mmssl.models.base import Batch, ContentPath, Model, Optimizers, module_key
 from mmssl.models.losses import info_nce, info_nce_of_zeros, log_sigmoid_bpr, sum_of_squares
+from mmssl.models.mmssl import bf16
 from mmssl.models.mmssl.config import MMSSLConfig, resolve_config
-from mmssl.models.mmssl.discriminator import Discriminator, fake_hidden, uniform16
+from mmssl.models.mmssl.discriminator import Discriminator, fake_hidden
 from mmssl.models.mmssl.sketch import (
     RealRowSketcher,
     make_sketch,
@@ -365,13 +366,8 @@ class MMSSL(StructureLearning, Model):
             fake = torch.cat([project_preferences(p, q, obs_rows, obs_cols, self.sketch) for p, q in views])
             adv = -critic(fake).mean()
         else:
-            weight = critic.input.weight.detach()
-            weight_t = weight.T.contiguous() if self.bf16 else None
+            hidden = self._fake_rows_hidden(views, obs_rows, obs_cols, critic.input.weight.detach())
             with self._autocast():
-                hidden = torch.cat([fake_hidden(p, q, obs_rows, obs_cols, weight, sampled=self.bf16,
-                                                weight_t=weight_t) for p, q in views])
-                if self.bf16:
-                    hidden = hidden.to(torch.bfloat16)
                 adv = -critic.from_hidden(hidden + critic.input.bias.to(hidden.dtype)).mean()
         self.discriminator.requires_grad_(True)
         loss = bpr + emb_reg + feat_reg + cfg.cl_weight * cl + cfg.adv_weight * adv
@@ -390,31 +386,27 @@ class MMSSL(StructureLearning, Model):
                 "d_loss": d_loss.item()}
 
     def _critic_loss_exact(self, users, out, views, observed, obs_rows, obs_cols) -> torch.Tensor:
-        """The authors' critic loss over dense (B, I) real rows; fake rows stay factored."""
+        """The authors' critic loss over dense (B, I) real rows; in float32 the fake rows stay factored."""
         cfg = self.config
         with torch.no_grad():  # real rows: noisy observed rows plus the model's own preferences
-            if self.bf16:  # uniforms from 16 random bits: the noise is 2e-3 of the scores
-                uniform = (uniform16(observed.shape, observed.device).float() + 32768.5) / 65536
+            if self.bf16:
+                real = bf16.real_rows(observed, obs_rows, obs_cols, out["user"], out["item"],
+                                      cfg.gumbel_scale / cfg.real_tau, cfg.real_pref_scale)
             else:
-                uniform = torch.rand_like(observed)
-            gumbel = -torch.log(-torch.log(uniform + 1e-8) + 1e-8)
-            real = torch.softmax(observed + (cfg.gumbel_scale / cfg.real_tau) * gumbel, dim=1)
-            if self.bf16:  # the rest in bfloat16, what the critic reads
-                with self._autocast():
-                    scores = out["user"].detach() @ out["item"].detach().T
-                prefs = F.normalize(scores * (1 - observed.to(torch.bfloat16)), dim=1)
-                real = F.normalize(real.to(torch.bfloat16) + cfg.real_pref_scale * prefs, dim=1)
-            else:
+                gumbel = -torch.log(-torch.log(torch.rand_like(observed) + 1e-8) + 1e-8)
+                real = torch.softmax(observed + (cfg.gumbel_scale / cfg.real_tau) * gumbel, dim=1)
                 batch = torch.arange(len(users), device=users.device)  # out["user"] is u*[users]
                 real = real + cfg.real_pref_scale * self.preference_rows(
                     batch, out["user"].detach(), out["item"].detach(), observed)
                 real = F.normalize(real, dim=1)
-        weight = self.discriminator.input.weight
-        weight_t = weight.T.contiguous() if self.bf16 else None  # shared by the calls below
-        with self._autocast():
-            fake = torch.cat([fake_hidden(p.detach(), q.detach(), obs_rows, obs_cols, weight,
-                                          sampled=self.bf16, weight_t=weight_t) for p, q in views])
-        return self.discriminator_loss(real, fake)
+        views = [(p.detach(), q.detach()) for p, q in views]
+        return self.discriminator_loss(real, self._fake_rows_hidden(
+            views, obs_rows, obs_cols, self.discriminator.input.weight))
+
+    def _fake_rows_hidden(self, views, obs_rows, obs_cols, weight) -> torch.Tensor:
+        """Every modality's fake rows times ``weight.T``: factored in float32, dense in bfloat16."""
+        product = bf16.fake_hidden if self.bf16 else fake_hidden
+        return torch.cat([product(p, q, obs_rows, obs_cols, weight) for p, q in views])
 
     def _critic_loss_sketched(self, users, out, views, obs_rows, obs_cols) -> torch.Tensor:
         """The critic loss on sketched rows: nothing of size (B, I) is formed."""

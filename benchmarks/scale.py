@@ -4,6 +4,7 @@ time against the number of items, for the exact and the sketched discriminator, 
     python benchmarks/scale.py [--items 1682,6710,18357,100000,1000000] [--modes exact,sketch]
                                [--precisions fp32,bf16] [--device cpu] [--steps 5] [--threads 2]
                                [--allocator system|tcmalloc|jemalloc] [--order none|locality]
+                               [--cluster-items N]
 
 Each size is a planted dataset (benchmarks only: users in clusters, items of their cluster,
 cluster-centred features) with about 2 I users, 15 interactions per user (10 to 20 in most
@@ -24,7 +25,10 @@ glibc's malloc serves every block above 32 MB by a fresh ``mmap``, so at 1M item
 temporary of a step is new pages; tcmalloc keeps freed memory for the next allocation (the
 README's "1M items" has what it changes). ``--order locality`` measures the data renumbered by
 ``mmssl data reorder`` (:mod:`mmssl.data.order`; computed from the training interactions, not
-from the planted clusters) and reports the seconds that took. The last line printed is a JSON list of records
+from the planted clusters) and reports the seconds that took. The planted data have 16 clusters
+at every size (a cluster's items are 1/16 of the catalogue, drawn uniformly); ``--cluster-items
+N`` makes the clusters N items each instead (I / N clusters), so that one cluster's rows take
+the same memory at every size. The last line printed is a JSON list of records
 {items, mode, precision, step_seconds, epoch_seconds, peak_rss_mb, valid_seconds}; the log-log
 plot goes to --plot.
 """
@@ -48,6 +52,7 @@ from mmssl.runtime import cpu_name
 EXACT_LIMIT_SECONDS = 60.0
 EXACT_LIMIT_MB = 20 * 1024
 VALID_USERS = 10_000
+CLUSTERS = 16  # planted clusters at every size unless --cluster-items
 ALLOCATORS = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemalloc",)}
 
 
@@ -62,26 +67,29 @@ def allocator_library(name: str) -> str | None:
         if found:
             return found
     package = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}[name]
-    raise SystemExit(f"scale.py: --allocator {name}: no lib{ALLOCATORS[name][0]} found on this "
+    raise SystemExit(f"{Path(sys.argv[0]).name}: --allocator {name}: no lib{ALLOCATORS[name][0]} found on this "
                      f"machine (on Debian: apt install {package})")
 
 
-def scale_dataset(n_items: int, cache: Path | None, seed: int = 0, order: str = "none"):
-    """A planted dataset of ``n_items`` items and 2 * n_items users (cached as .npy files);
-    ``order="locality"``: renumbered by :func:`mmssl.data.order.locality_order` (cached apart,
-    with the seconds the order took in ``order.json``)."""
+def scale_dataset(n_items: int, cache: Path | None, seed: int = 0, order: str = "none",
+                  clusters: int = CLUSTERS):
+    """A planted dataset of ``n_items`` items and 2 * n_items users in ``clusters`` clusters
+    (cached as .npy files); ``order="locality"``: renumbered by
+    :func:`mmssl.data.order.locality_order` (cached apart, with the seconds the order took in
+    ``order.json``)."""
     n_users = 2 * n_items
+    tag = f"planted-{n_items}-{seed}" + ("" if clusters == CLUSTERS else f"-c{clusters}")
     names = ("users", "items", "split", "text", "image")
     if order == "locality":
         from mmssl.data.order import reorder_for_locality
 
-        folder = cache / f"planted-{n_items}-{seed}-locality" if cache else None
+        folder = cache / f"{tag}-locality" if cache else None
         stored = (*names, "user_ids", "item_ids")
         if folder is not None and all((folder / f).exists() for f in ("order.json", *(f"{n}.npy" for n in stored))):
             arrays = {n: np.load(folder / f"{n}.npy") for n in stored}
             return _planted(arrays, n_users, n_items, seed,
                             json.loads((folder / "order.json").read_text()))
-        base = scale_dataset(n_items, cache, seed)
+        base = scale_dataset(n_items, cache, seed, clusters=clusters)
         start = time.perf_counter()
         ds, _ = reorder_for_locality(base)
         facts = {**ds.info["order"], "seconds": round(time.perf_counter() - start, 2)}
@@ -95,11 +103,11 @@ def scale_dataset(n_items: int, cache: Path | None, seed: int = 0, order: str = 
                 np.save(folder / f"{n}.npy", a)
             (folder / "order.json").write_text(json.dumps(facts))
         return ds
-    folder = cache / f"planted-{n_items}-{seed}" if cache else None
+    folder = cache / tag if cache else None
     if folder is not None and all((folder / f"{n}.npy").exists() for n in names):
         arrays = {n: np.load(folder / f"{n}.npy") for n in names}  # in memory: the model shares them
     else:
-        arrays = _generate(n_users, n_items, seed)
+        arrays = _generate(n_users, n_items, seed, clusters)
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             for n, a in arrays.items():
@@ -123,9 +131,8 @@ def _planted(arrays, n_users, n_items, seed, order=None):
                    info=info)
 
 
-def _generate(n_users: int, n_items: int, seed: int) -> dict[str, np.ndarray]:
+def _generate(n_users: int, n_items: int, seed: int, clusters: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    clusters = 16
     per_user = rng.integers(10, 21, size=n_users)  # 10 to 20 interactions per user
     users = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
     user_cluster = rng.integers(clusters, size=n_users)
@@ -171,7 +178,7 @@ def training_setup(ds, mode: str, precision: str, device="cpu"):
 
 
 def measure(items: int, mode: str, precision: str, steps: int, threads: int, device: str,
-            cache: Path | None, order: str = "none") -> dict:
+            cache: Path | None, order: str = "none", clusters: int = CLUSTERS) -> dict:
     """One (size, mode, precision) in this process: step, epoch, validation, peak memory."""
     import torch
 
@@ -180,7 +187,7 @@ def measure(items: int, mode: str, precision: str, steps: int, threads: int, dev
 
     if threads:
         torch.set_num_threads(threads)
-    ds = scale_dataset(items, cache, order=order)
+    ds = scale_dataset(items, cache, order=order, clusters=clusters)
     dev = resolve_device(device)
     model, optimizers, sampler = training_setup(ds, mode, precision, dev)
 
@@ -224,6 +231,7 @@ def measure(items: int, mode: str, precision: str, steps: int, threads: int, dev
               "peak_rss_mb": peak_memory_mb(), "valid_seconds": round(valid_seconds, 3),
               "users": ds.n_users, "interactions": int(len(ds.users)),
               "valid_users": int(result["users"]), "steps_timed": len(times), "order": order,
+              "clusters": clusters,
               "order_seconds": ds.info.get("order", {}).get("seconds")}
     if dev.type == "cuda":
         record["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
@@ -253,17 +261,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--order", choices=("none", "locality"), default="none",
                    help="locality: users and items renumbered by mmssl.data.order first "
                         "(default: none, the generator's numbering)")
+    p.add_argument("--cluster-items", type=int, default=0, metavar="N",
+                   help="planted clusters of N items each (default: 0, 16 clusters at every size)")
     p.add_argument("--worker", nargs=3, metavar=("ITEMS", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     p.add_argument("--prepare", type=int, metavar="ITEMS", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cache = Path(args.cache) if args.cache else None
+    if args.cluster_items < 0:
+        p.error(f"--cluster-items: must be positive (got {args.cluster_items})")
+
+    def clusters(items: int) -> int:
+        return max(1, items // args.cluster_items) if args.cluster_items else CLUSTERS
+
     if args.prepare:  # generate and cache a dataset, so that no worker's peak includes it
-        scale_dataset(args.prepare, cache, order=args.order)
+        scale_dataset(args.prepare, cache, order=args.order, clusters=clusters(args.prepare))
         return 0
     if args.worker:
         items, mode, precision = int(args.worker[0]), args.worker[1], args.worker[2]
         print(json.dumps(measure(items, mode, precision, args.steps, args.threads, args.device, cache,
-                                 args.order)))
+                                 args.order, clusters(items))))
         return 0
 
     library = allocator_library(args.allocator)
@@ -271,12 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     if library:
         env["LD_PRELOAD"] = " ".join(filter(None, (library, env.get("LD_PRELOAD"))))
     print(f"{platform.processor() or platform.machine()}; {cpu_name()}; torch threads "
-          f"{args.threads or 'default'}; device {args.device}; malloc {library or 'system'}", flush=True)
+          f"{args.threads or 'default'}; device {args.device}; malloc {library or 'system'}; "
+          f"planted clusters {f'of {args.cluster_items} items' if args.cluster_items else CLUSTERS}",
+          flush=True)
     records, stopped = [], set()
     for items in [int(x) for x in args.items.split(",")]:
         if cache is not None:
             subprocess.run([sys.executable, __file__, "--prepare", str(items), "--cache", args.cache,
-                            "--order", args.order], check=True)
+                            "--order", args.order, "--cluster-items", str(args.cluster_items)],
+                           check=True)
         for mode in args.modes.split(","):
             for precision in args.precisions.split(","):
                 if mode == "exact" and (precision in stopped or not exact_fits(items)):
@@ -286,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 cmd = [sys.executable, __file__, "--worker", str(items), mode, precision,
                        "--steps", str(args.steps), "--threads", str(args.threads),
-                       "--device", args.device, "--cache", args.cache, "--order", args.order]
+                       "--device", args.device, "--cache", args.cache, "--order", args.order,
+                       "--cluster-items", str(args.cluster_items)]
                 done = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
                     tail = (done.stderr.strip().splitlines() or ["?"])[-1]

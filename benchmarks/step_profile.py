@@ -23,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scale import scale_dataset, training_setup  # noqa: E402
+from scale import CLUSTERS, scale_dataset, training_setup  # noqa: E402
 
 from mmssl.runtime import cpu_name  # noqa: E402
 
@@ -39,13 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--top", type=int, default=12)
+    p.add_argument("--cluster-items", type=int, default=0, metavar="N",
+                   help="planted clusters of N items each, as scale.py (default: 0, 16 clusters)")
     p.add_argument("--cache", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "mmssl-scale"))
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    clusters = max(1, args.items // args.cluster_items) if args.cluster_items > 0 else CLUSTERS
     print(f"{cpu_name()}; torch threads {args.threads}; {args.items} items, {args.mode}, "
-          f"{args.precision}, order {args.order}", flush=True)
-    ds = scale_dataset(args.items, Path(args.cache), order=args.order)
+          f"{args.precision}, order {args.order}, {clusters} planted clusters", flush=True)
+    ds = scale_dataset(args.items, Path(args.cache), order=args.order, clusters=clusters)
     model, optimizers, sampler = training_setup(ds, args.mode, args.precision)
     model.train()
     model.on_epoch_start(0)

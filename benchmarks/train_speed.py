@@ -5,12 +5,16 @@ measured in the same run.
     python benchmarks/train_speed.py --data data/ml100k-mm --threads 1
     python benchmarks/train_speed.py --data data/ml100k-mm --modes exact,sketch --precisions fp32
     python benchmarks/train_speed.py --generate sports --device cuda   # Amazon-Sports size
+    python benchmarks/train_speed.py --data data/ml100k-mm --modes exact --allocator tcmalloc
 
 Each configuration runs in its own process (so peak resident memory is its own), with the same
 seed, for ``--epochs`` epochs; with ``--steps N`` only N steps of each epoch are timed and the
 epoch time is extrapolated (steps per epoch x median step). ``--generate sports`` builds a
 planted dataset of Amazon-Sports size (35,598 users x 18,357 items, 256,308 interactions,
-modalities image 4096-d and text 384-d) in memory. The last line is the JSON of every record.
+modalities image 4096-d and text 384-d) in memory. ``--allocator tcmalloc`` runs each
+configuration with that malloc preloaded, as ``scale.py`` does (the README's advice for long
+runs: the system malloc returns a step's large blocks to the OS and pays page faults for them
+again in the next step). The last line is the JSON of every record.
 
 With ``--nproc``, it compares distributed training with one process instead: each model is
 trained to its end (early stopping) by ``mmssl train --nproc N`` for each N, with the same
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,10 +37,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from scale import ALLOCATORS, allocator_library  # benchmarks/scale.py, beside this script
+
 from mmssl.runtime import cpu_name
 
 SPORTS = {"n_users": 35598, "n_items": 18357, "n_interactions": 256308,
           "modalities": {"image": 4096, "text": 384}}
+
+
+def loaded_malloc() -> str:
+    """Which of ALLOCATORS this process has mapped (Linux: /proc/self/maps), else "system"."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "system"
+    return next((name for name in ALLOCATORS if f"lib{name}" in maps), "system")
 
 
 def measure(args: argparse.Namespace, variant: str, mode: str, precision: str) -> dict:
@@ -106,7 +122,7 @@ def measure(args: argparse.Namespace, variant: str, mode: str, precision: str) -
         "median_epoch_seconds": round(statistics.median(epochs), 2),
         "validation_seconds": round(statistics.median(valid_seconds), 3),
         "valid_recall@20": [round(r, 4) for r in recalls],
-        "peak_rss_mb": peak_memory_mb(),
+        "peak_rss_mb": peak_memory_mb(), "malloc": loaded_malloc(),
     }
     if device.type == "cuda":
         out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
@@ -184,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="[MODEL:]KEY=VALUE",
                    help="with --nproc: a setting for every model, or for MODEL only (repeatable)")
     p.add_argument("--seed", type=int, default=2022, help="with --nproc: the seed (default: 2022)")
+    p.add_argument("--allocator", choices=("system", *ALLOCATORS), default="system",
+                   help="malloc the configurations run with (default: system; tcmalloc keeps freed memory)")
     p.add_argument("--one", nargs=3, metavar=("VARIANT", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.nproc:
@@ -192,8 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(measure(args, *args.one)))
         return 0
+    library = allocator_library(args.allocator)
+    env = dict(os.environ)
+    if library:
+        env["LD_PRELOAD"] = " ".join(filter(None, (library, env.get("LD_PRELOAD"))))
     print(f"{cpu_name()}; torch threads {args.threads or 'default'}; "
-          f"data {args.generate or args.data}", flush=True)
+          f"data {args.generate or args.data}; malloc {args.allocator}", flush=True)
     print(f"{'variant':<9} {'mode':<7} {'precision':<9} {'s/epoch':>9} {'s/valid':>8} "
           f"{'peak MB':>8}  epochs (s); valid R@20", flush=True)
     records = []
@@ -204,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--data", args.data, "--epochs", str(args.epochs),
                        "--threads", str(args.threads), "--device", args.device,
                        "--steps", str(args.steps)] + (["--generate", args.generate] if args.generate else [])
-                done = subprocess.run(cmd, capture_output=True, text=True)
+                done = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
                     print(f"{variant} {mode} {precision}: failed\n{done.stderr[-2000:]}", flush=True)
                     continue

@@ -39,20 +39,30 @@ def fake_hidden(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, cols: torc
     return linear(l2norm(unobserved_scores(p, q, rows, cols)), weight.to(torch.bfloat16))
 
 
+def gumbel16(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Standard Gumbel noise -log(-log(u)), float32, from 16 random bits an entry.
+
+    u = (k + 1/2) / 2^16 for k uniform on 0..65535 (:func:`uniform16`, a quarter of the
+    generator's work of float32 uniforms): at least 7.6e-6 and at most 1 - 7.6e-6, so the
+    float32 path's guards in -log(-log(u + 1e-8) + 1e-8) would change nothing and are left
+    out, and every step after the draw is in place.
+    """
+    noise = uniform16(shape, device).float().add_(32768.5).mul_(2.0**-16)
+    return noise.log_().neg_().log_().neg_()
+
+
 def real_rows(observed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, user: torch.Tensor,
               item: torch.Tensor, noise_scale: float, pref_scale: float) -> torch.Tensor:
     """l2norm(softmax(R + noise_scale * Gumbel) + pref_scale * l2norm((u i^T) * (1 - R))).
 
-    observed: R[users] (B, I) float32, its ones at (rows, cols); user (B, d), item (I, d). The softmax runs in float32, the rest in bfloat16; (B, I) bfloat16. The uniforms
-    come from 16 random bits, (k + 1/2) / 2^16: at least 7.6e-6 and at most 1 - 7.6e-6, so
-    the float32 path's 1e-8 guards in -log(-log(u + 1e-8) + 1e-8) change nothing and are left
-    out; the noise is applied in place.
+    observed: R[users] (B, I) float32, its ones at (rows, cols); user (B, d), item (I, d).
+    The noise (:func:`gumbel16`) and the softmax in float32, the rest in bfloat16; returns
+    (B, I) bfloat16.
     """
-    gumbel = uniform16(observed.shape, observed.device).float().add_(32768.5).mul_(2.0**-16)
-    gumbel.log_().neg_().log_().neg_()
-    real = torch.softmax(torch.add(observed, gumbel, alpha=noise_scale), dim=1)
+    real = torch.softmax(torch.add(observed, gumbel16(observed.shape, observed.device),
+                                   alpha=noise_scale), dim=1)
     prefs = l2norm(unobserved_scores(user, item, rows, cols))
     return l2norm(real.to(torch.bfloat16).add_(prefs, alpha=pref_scale))
 
 
-__all__ = ["fake_hidden", "l2norm", "real_rows", "unobserved_scores"]
+__all__ = ["fake_hidden", "gumbel16", "l2norm", "real_rows", "unobserved_scores"]

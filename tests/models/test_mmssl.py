@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import mmssl
+import mmssl.models.mmssl.discriminator as mmssl_discriminator
 from mmssl.config import build_config
 from mmssl.data.synthetic import planted_dataset
 from mmssl.models.mmssl import MMSSL, MMSSLConfig, resolve_config
@@ -174,7 +175,10 @@ def test_paper_graphs_stay_alive_and_contrastive_loss_has_gradient():
     assert float(grad.abs().sum()) > 0
 
 
-def test_fake_hidden_equals_dense_rows_times_weight():
+@pytest.mark.parametrize("observed_scores", ["gathered", "sampled"])
+def test_fake_hidden_equals_dense_rows_times_weight(monkeypatch, observed_scores):
+    if observed_scores == "sampled":  # what catalogues above the gather limit take
+        monkeypatch.setattr(mmssl_discriminator, "_GATHER_LIMIT", 0)
     ds = planted_dataset(n_users=30, n_items=40, n_interactions=400, zero_rows=3)
     model = make_model(ds, variant="paper").double()
     users = torch.tensor([0, 3, 3, 7, 29])

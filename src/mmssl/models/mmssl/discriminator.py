@@ -119,8 +119,7 @@ class Discriminator(nn.Module):
 
 
 def fake_hidden(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                weight: torch.Tensor, sampled: bool = False,
-                weight_t: torch.Tensor | None = None) -> torch.Tensor:
+                weight: torch.Tensor) -> torch.Tensor:
     """The product of fake rows with ``weight.T``, without forming the rows.
 
     A fake row is l2norm((p Q^T) * (1 - r)) with p (d,) a user's modality view, Q (I, d) the
@@ -130,13 +129,12 @@ def fake_hidden(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, cols: torc
     rows, so ``weight`` may be the critic's first layer (k = I/4) or a sketch P^T (k = p).
 
     Args: p (B, d); q (I, d); rows, cols: observed (batch row, item) pairs, sorted; weight
-    (k, I); sampled: the observed scores by sampled dot products, never a (B, I) block (as
-    above ``_GATHER_LIMIT`` scores); otherwise gathered from p Q^T (the float32 exact path).
-    Returns (B, k), equal to ``l2norm((p @ q.T) * (1 - R)) @ weight.T``. Under bfloat16
-    autocast the low-rank product runs in bfloat16, the norms and the sparse part in float32.
-    ``weight_t``: ``weight.T`` already made contiguous, to share between calls.
+    (k, I). The observed scores are gathered from p Q^T up to ``_GATHER_LIMIT`` scores, and
+    sampled dot products above (never a (B, I) block). Returns (B, k), equal to
+    ``l2norm((p @ q.T) * (1 - R)) @ weight.T``. The float32 path's form; the bfloat16 exact
+    path forms the rows densely (:func:`mmssl.models.mmssl.bf16.fake_hidden`).
     """
-    if sampled or len(p) * len(q) > _GATHER_LIMIT:
+    if len(p) * len(q) > _GATHER_LIMIT:
         observed_scores = sampled_dot(p, q, rows, cols)
     else:
         observed_scores = _wide((p @ q.T)[rows, cols])  # a gather beats B x nnz dot products
@@ -145,9 +143,8 @@ def fake_hidden(p: torch.Tensor, q: torch.Tensor, rows: torch.Tensor, cols: torc
     inv_norm = 1.0 / squared.clamp_min(0).sqrt().clamp_min(1e-12)  # as F.normalize
     # Two fresh transposes, as the public code's products take them: one shared view would sum
     # the two gradients before the transpose, which rounds differently (float32 exact path).
-    sparse_part = sparse_product(rows, cols, observed_scores,
-                                 weight.T if weight_t is None else weight_t, len(p))
-    return inv_norm[:, None] * (p @ (q.T @ (weight.T if weight_t is None else weight_t)) - sparse_part)
+    sparse_part = sparse_product(rows, cols, observed_scores, weight.T, len(p))
+    return inv_norm[:, None] * (p @ (q.T @ weight.T) - sparse_part)
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:

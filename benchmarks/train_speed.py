@@ -39,19 +39,10 @@ from pathlib import Path
 
 from scale import ALLOCATORS, allocator_library  # benchmarks/scale.py, beside this script
 
-from mmssl.runtime import cpu_name
+from mmssl.runtime import cpu_name, malloc_name
 
 SPORTS = {"n_users": 35598, "n_items": 18357, "n_interactions": 256308,
           "modalities": {"image": 4096, "text": 384}}
-
-
-def loaded_malloc() -> str:
-    """Which of ALLOCATORS this process has mapped (Linux: /proc/self/maps), else "system"."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return "system"
-    return next((name for name in ALLOCATORS if f"lib{name}" in maps), "system")
 
 
 def measure(args: argparse.Namespace, variant: str, mode: str, precision: str) -> dict:
@@ -122,7 +113,7 @@ def measure(args: argparse.Namespace, variant: str, mode: str, precision: str) -
         "median_epoch_seconds": round(statistics.median(epochs), 2),
         "validation_seconds": round(statistics.median(valid_seconds), 3),
         "valid_recall@20": [round(r, 4) for r in recalls],
-        "peak_rss_mb": peak_memory_mb(), "malloc": loaded_malloc(),
+        "peak_rss_mb": peak_memory_mb(), "malloc": malloc_name(),
     }
     if device.type == "cuda":
         out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)

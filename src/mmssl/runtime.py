@@ -94,6 +94,40 @@ def peak_memory_mb() -> int | None:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
 
 
+# the mallocs a process may run with instead of the system's, and their library names
+ALLOCATORS = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemalloc",)}
+
+# above this many items on a CPU, training with the system malloc logs :func:`malloc_hint`
+MALLOC_HINT_ABOVE_ITEMS = 100_000
+
+
+def malloc_name() -> str:
+    """The malloc this process runs with: a name of :data:`ALLOCATORS` where its library is
+    mapped (Linux: ``/proc/self/maps``, i.e. it was preloaded), else ``"system"``."""
+    from pathlib import Path
+
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "system"
+    return next((name for name in ALLOCATORS if f"lib{name}" in maps), "system")
+
+
+def malloc_hint(n_items: int, device) -> str | None:
+    """A note for training logs: a catalogue above :data:`MALLOC_HINT_ABOVE_ITEMS` items trained
+    on a Linux CPU with glibc's malloc, which returns each large block of a step to the system
+    and pays page faults for it again in the next, would run faster with tcmalloc preloaded;
+    None otherwise."""
+    import sys
+
+    if (n_items <= MALLOC_HINT_ABOVE_ITEMS or device.type != "cpu"
+            or not sys.platform.startswith("linux") or malloc_name() != "system"):
+        return None
+    return (f"{n_items} items on CPU with the system malloc: preloading tcmalloc "
+            f"(LD_PRELOAD=libtcmalloc_minimal.so.4, Debian's libtcmalloc-minimal4) gives the "
+            f"same results and made a 1M-item step 1.85x faster (README, \"1M items\")")
+
+
 def say(line: str) -> None:
     """One line to stderr in one write. print() writes the text and its newline apart, so the
     lines of processes sharing one stderr (a distributed run's ranks and its launcher) could
@@ -104,5 +138,6 @@ def say(line: str) -> None:
     sys.stderr.flush()
 
 
-__all__ = ["cpu_name", "fast_bf16", "peak_memory_mb", "resolve_device", "say", "seed_everything",
+__all__ = ["ALLOCATORS", "MALLOC_HINT_ABOVE_ITEMS", "cpu_name", "fast_bf16", "malloc_hint",
+           "malloc_name", "peak_memory_mb", "resolve_device", "say", "seed_everything",
            "set_threads"]

@@ -29,7 +29,7 @@ from mmssl.data.order import order_hint
 from mmssl.errors import DataError, MmsslError
 from mmssl.evaluation import evaluate
 from mmssl.models.base import Model, Optimizers
-from mmssl.runtime import peak_memory_mb, resolve_device
+from mmssl.runtime import malloc_hint, peak_memory_mb, resolve_device
 from mmssl.training.rundir import BEST, LAST, RunDirectory
 from mmssl.training.sampler import BprSampler
 
@@ -93,8 +93,8 @@ class Trainer:
         device = resolve_device(run.device) if dist is None else dist.device
         model.to(device)
         model.on_device(device)
-        hint = order_hint(dataset) if model.learned else None
-        for note in [*model.notes, *([hint] if hint else [])]:  # in the log, and shown
+        hints = [order_hint(dataset), malloc_hint(dataset.n_items, device)] if model.learned else []
+        for note in [*model.notes, *filter(None, hints)]:  # in the log, and shown
             if self.run_dir is not None and not resume and self.main:
                 self.run_dir.append_log({"event": "note", "text": note})
             if self.progress:

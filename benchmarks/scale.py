@@ -3,7 +3,7 @@ time against the number of items, for the exact and the sketched discriminator, 
 
     python benchmarks/scale.py [--items 1682,6710,18357,100000,1000000] [--modes exact,sketch]
                                [--precisions fp32,bf16] [--device cpu] [--steps 5] [--threads 2]
-                               [--allocator system|tcmalloc|jemalloc] [--order none|locality]
+                               [--allocator tuned|system|tcmalloc|jemalloc] [--order none|locality]
                                [--cluster-items N]
 
 Each size is a planted dataset (benchmarks only: users in clusters, items of their cluster,
@@ -21,11 +21,13 @@ users with validation items.
 
 ``exact`` is not run beyond the first size where it passes 60 s per step or 20 GB, or where
 its critic alone (4 copies of an I x I/4 matrix: weights, gradient, two Adam moments) would
-pass 20 GB. ``--allocator tcmalloc`` (or ``jemalloc``) runs every worker with that malloc
-preloaded (``LD_PRELOAD``; Linux, the library installed, e.g. Debian's ``libtcmalloc-minimal4``).
-glibc's malloc serves every block above 32 MB by a fresh ``mmap``, so at 1M items each large
-temporary of a step is new pages; tcmalloc keeps freed memory for the next allocation (the
-README's "1M items" has what it changes). ``--order locality`` measures the data renumbered by
+pass 20 GB. The workers run with glibc's malloc as ``mmssl train`` runs it (``--allocator
+tuned``, the run setting ``malloc: tuned``: :func:`mmssl.runtime.tune_malloc`); ``--allocator
+system`` leaves glibc's malloc as a process starts; ``--allocator tcmalloc`` (or ``jemalloc``)
+preloads that malloc (``LD_PRELOAD``; Linux, the library installed, e.g. Debian's
+``libtcmalloc-minimal4``). glibc's malloc serves every block above 32 MB by a fresh ``mmap``
+(tuned or not), so at 1M items each large temporary of a step is new pages; tcmalloc keeps
+freed memory for the next allocation (the README's "1M items" has what it changes). ``--order locality`` measures the data renumbered by
 ``mmssl data reorder`` (:mod:`mmssl.data.order`; computed from the training interactions, not
 from the planted clusters) and reports the seconds that took. The planted data have 16 clusters
 at every size (a cluster's items are 1/16 of the catalogue, drawn uniformly); ``--cluster-items
@@ -49,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmssl.runtime import ALLOCATORS, cpu_name
+from mmssl.runtime import ALLOCATORS, cpu_name, tune_malloc
 
 EXACT_LIMIT_SECONDS = 60.0
 EXACT_LIMIT_MB = 20 * 1024
@@ -58,13 +60,15 @@ CLUSTERS = 16  # planted clusters at every size unless --cluster-items
 # steps 0 and 1: the official rule's once-per-epoch graph work; step 2: the first ordinary step,
 # which touches its memory first (at 1M items 28 s against 17-18 s for the next ones)
 UNTIMED_STEPS = 3
+# --allocator: glibc's malloc as mmssl train tunes it, glibc's untouched, or a preloaded one
+MALLOCS = ("tuned", "system", *ALLOCATORS)
 
 
 def allocator_library(name: str) -> str | None:
     """The shared library to preload for ``--allocator name`` (None for the system's malloc)."""
     import ctypes.util
 
-    if name == "system":
+    if name in ("tuned", "system"):
         return None
     for lib in ALLOCATORS[name]:
         found = ctypes.util.find_library(lib)
@@ -260,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "mmssl-scale"),
                    help="where generated datasets are kept between processes")
     p.add_argument("--plot", default="docs/scale.png", help="log-log plot (default: docs/scale.png)")
-    p.add_argument("--allocator", choices=("system", *ALLOCATORS), default="system",
-                   help="malloc the workers run with (default: system; tcmalloc keeps freed memory)")
+    p.add_argument("--allocator", choices=MALLOCS, default="tuned",
+                   help="malloc the workers run with (default: tuned, glibc's as mmssl train "
+                        "tunes it; system: glibc's untouched; tcmalloc keeps freed memory)")
     p.add_argument("--order", choices=("none", "locality"), default="none",
                    help="locality: users and items renumbered by mmssl.data.order first "
                         "(default: none, the generator's numbering)")
@@ -281,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         scale_dataset(args.prepare, cache, order=args.order, clusters=clusters(args.prepare))
         return 0
     if args.worker:
+        tune_malloc("tuned" if args.allocator == "tuned" else "system")
         items, mode, precision = int(args.worker[0]), args.worker[1], args.worker[2]
         print(json.dumps(measure(items, mode, precision, args.steps, args.threads, args.device, cache,
                                  args.order, clusters(items))))
@@ -291,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     if library:
         env["LD_PRELOAD"] = " ".join(filter(None, (library, env.get("LD_PRELOAD"))))
     print(f"{platform.processor() or platform.machine()}; {cpu_name()}; torch threads "
-          f"{args.threads or 'default'}; device {args.device}; malloc {library or 'system'}; "
+          f"{args.threads or 'default'}; device {args.device}; malloc {library or args.allocator}; "
           f"planted clusters {f'of {args.cluster_items} items' if args.cluster_items else CLUSTERS}",
           flush=True)
     records, stopped = [], set()
@@ -310,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, __file__, "--worker", str(items), mode, precision,
                        "--steps", str(args.steps), "--threads", str(args.threads),
                        "--device", args.device, "--cache", args.cache, "--order", args.order,
-                       "--cluster-items", str(args.cluster_items)]
+                       "--cluster-items", str(args.cluster_items), "--allocator", args.allocator]
                 done = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
                     tail = (done.stderr.strip().splitlines() or ["?"])[-1]

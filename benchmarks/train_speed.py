@@ -11,10 +11,11 @@ Each configuration runs in its own process (so peak resident memory is its own),
 seed, for ``--epochs`` epochs; with ``--steps N`` only N steps of each epoch are timed and the
 epoch time is extrapolated (steps per epoch x median step). ``--generate sports`` builds a
 planted dataset of Amazon-Sports size (35,598 users x 18,357 items, 256,308 interactions,
-modalities image 4096-d and text 384-d) in memory. ``--allocator tcmalloc`` runs each
-configuration with that malloc preloaded, as ``scale.py`` does (the README's advice for long
-runs: the system malloc returns a step's large blocks to the OS and pays page faults for them
-again in the next step). The last line is the JSON of every record.
+modalities image 4096-d and text 384-d) in memory. ``--allocator`` is as in ``scale.py``: by
+default (``tuned``) each configuration runs with glibc's malloc as ``mmssl train`` tunes it,
+``system`` leaves glibc's malloc untouched (it returns a step's freed blocks to the system and
+pays page faults for them again in the next step), ``tcmalloc`` preloads that malloc (the
+README's advice for long runs). The last line is the JSON of every record.
 
 With ``--nproc``, it compares distributed training with one process instead: each model is
 trained to its end (early stopping) by ``mmssl train --nproc N`` for each N, with the same
@@ -37,9 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from scale import ALLOCATORS, allocator_library  # benchmarks/scale.py, beside this script
+from scale import MALLOCS, allocator_library  # benchmarks/scale.py, beside this script
 
-from mmssl.runtime import cpu_name, malloc_name
+from mmssl.runtime import cpu_name, malloc_name, tune_malloc
 
 SPORTS = {"n_users": 35598, "n_items": 18357, "n_interactions": 256308,
           "modalities": {"image": 4096, "text": 384}}
@@ -113,7 +114,7 @@ def measure(args: argparse.Namespace, variant: str, mode: str, precision: str) -
         "median_epoch_seconds": round(statistics.median(epochs), 2),
         "validation_seconds": round(statistics.median(valid_seconds), 3),
         "valid_recall@20": [round(r, 4) for r in recalls],
-        "peak_rss_mb": peak_memory_mb(), "malloc": malloc_name(),
+        "peak_rss_mb": peak_memory_mb(), "malloc": malloc_name() + (" (tuned)" if args.tuned else ""),
     }
     if device.type == "cuda":
         out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
@@ -191,14 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="[MODEL:]KEY=VALUE",
                    help="with --nproc: a setting for every model, or for MODEL only (repeatable)")
     p.add_argument("--seed", type=int, default=2022, help="with --nproc: the seed (default: 2022)")
-    p.add_argument("--allocator", choices=("system", *ALLOCATORS), default="system",
-                   help="malloc the configurations run with (default: system; tcmalloc keeps freed memory)")
+    p.add_argument("--allocator", choices=MALLOCS, default="tuned",
+                   help="malloc the configurations run with (default: tuned, glibc's as mmssl "
+                        "train tunes it; system: glibc's untouched; tcmalloc keeps freed memory)")
     p.add_argument("--one", nargs=3, metavar=("VARIANT", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.nproc:
         return distributed(args)
     args.epochs = args.epochs or 2
     if args.one:
+        args.tuned = tune_malloc("tuned" if args.allocator == "tuned" else "system")
         print(json.dumps(measure(args, *args.one)))
         return 0
     library = allocator_library(args.allocator)
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, __file__, "--one", variant, mode, precision,
                        "--data", args.data, "--epochs", str(args.epochs),
                        "--threads", str(args.threads), "--device", args.device,
-                       "--steps", str(args.steps)] + (["--generate", args.generate] if args.generate else [])
+                       "--steps", str(args.steps), "--allocator", args.allocator] + (["--generate", args.generate] if args.generate else [])
                 done = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
                     print(f"{variant} {mode} {precision}: failed\n{done.stderr[-2000:]}", flush=True)

@@ -397,13 +397,14 @@ def _load_data(resolved: Settings, run_dir: RunDirectory, values: dict[str, Any]
 
 def _build(resolved: Settings, ds: Dataset, create_model):
     from mmssl.models import get_model_class
-    from mmssl.runtime import resolve_device, seed_everything, set_threads
+    from mmssl.runtime import resolve_device, seed_everything, set_threads, tune_malloc
     from mmssl.training.sampler import check_sampling
 
     resolve_device(resolved.run.device)  # fail before anything is written
     if get_model_class(resolved.model).learned:
         check_sampling(ds)
     set_threads(resolved.run.threads)
+    tune_malloc(resolved.run.malloc)
     seed_everything(resolved.run.seed)
     return create_model(resolved.model, ds, resolved.params)
 

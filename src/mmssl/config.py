@@ -85,6 +85,7 @@ class RunConfig:
     seed: NonNegativeInt = 2022  # fixes every random draw on CPU (the MMSSL authors' default)
     device: str = "auto"  # auto (CUDA if available, else MPS, else CPU), cpu, cuda, cuda:1, mps
     threads: NonNegativeInt = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+    malloc: Literal["tuned", "system"] = "tuned"  # tuned: glibc's malloc keeps freed blocks for the next step (mmssl.runtime.tune_malloc; Linux); system: left as the process started
     epochs: PositiveInt = 1000  # upper bound; early stopping usually ends sooner (authors: 1000)
     eval_every: PositiveInt = 1  # validate every this many epochs
     patience: NonNegativeInt = 7  # stop after this many validations without a better select metric, plus one (authors' rule)
@@ -112,7 +113,7 @@ class RunConfig:
 
 
 # Keys that may change when a run is resumed (the rest would make the run another run).
-RESUMABLE_KEYS = ("epochs", "patience", "eval_every", "threads", "device")
+RESUMABLE_KEYS = ("epochs", "patience", "eval_every", "threads", "malloc", "device")
 # How long distributed processes wait for each other: changes nothing computed, so a resume may
 # change it too.
 WAITING_KEYS = ("dist_timeout",)

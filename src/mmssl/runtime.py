@@ -1,7 +1,8 @@
-"""Process settings a run fixes before it builds a model: threads, random seeds, the device."""
+"""Process settings a run fixes before it builds a model: threads, random seeds, the device, malloc."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -97,8 +98,9 @@ def peak_memory_mb() -> int | None:
 # the mallocs a process may run with instead of the system's, and their library names
 ALLOCATORS = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemalloc",)}
 
-# above this many items on a CPU, training with the system malloc logs :func:`malloc_hint`
-MALLOC_HINT_ABOVE_ITEMS = 100_000
+# Above this many items a step's tables leave a CPU's cache (README, "1M items"), and training
+# logs what makes such a catalogue faster: :func:`malloc_hint`, :func:`mmssl.data.order.order_hint`.
+LARGE_CATALOGUE_ITEMS = 100_000
 
 
 def malloc_name() -> str:
@@ -114,18 +116,49 @@ def malloc_name() -> str:
 
 
 def malloc_hint(n_items: int, device) -> str | None:
-    """A note for training logs: a catalogue above :data:`MALLOC_HINT_ABOVE_ITEMS` items trained
+    """A note for training logs: a catalogue above :data:`LARGE_CATALOGUE_ITEMS` items trained
     on a Linux CPU with glibc's malloc, which returns each large block of a step to the system
     and pays page faults for it again in the next, would run faster with tcmalloc preloaded;
     None otherwise."""
     import sys
 
-    if (n_items <= MALLOC_HINT_ABOVE_ITEMS or device.type != "cpu"
+    if (n_items <= LARGE_CATALOGUE_ITEMS or device.type != "cpu"
             or not sys.platform.startswith("linux") or malloc_name() != "system"):
         return None
     return (f"{n_items} items on CPU with the system malloc: preloading tcmalloc "
             f"(LD_PRELOAD=libtcmalloc_minimal.so.4, Debian's libtcmalloc-minimal4) gives the "
             f"same results and made a 1M-item step 1.85x faster (README, \"1M items\")")
+
+
+# glibc's mallopt parameters (malloc.h) and the values ``malloc: tuned`` sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+KEEP_FREED_MB = 256  # freed memory at the top of the heap kept for the next allocation
+MMAP_ABOVE_MB = 32  # blocks above this still get their own mapping (glibc's own ceiling)
+# what a user sets to tune glibc's malloc themselves; tune_malloc then leaves it alone
+_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+
+
+def tune_malloc(mode: str = "tuned") -> bool:
+    """``malloc: tuned`` (a run's default): on Linux with glibc's malloc, keep up to
+    :data:`KEEP_FREED_MB` of freed memory for reuse and serve blocks up to :data:`MMAP_ABOVE_MB`
+    from the heap (``mallopt``). By default glibc gives a step's freed blocks back to the system
+    and pays page faults for them again in the next step: tuned, an exact bf16 epoch on
+    ml100k-mm took 7% less time, a 100k-item sketched step 15% (README, "bf16"). Blocks above
+    32 MB are mapped and unmapped as before, so a large catalogue's peak grows by at most the
+    memory kept. Nothing computed changes. ``system``, or
+    another malloc preloaded, or glibc's malloc already tuned through the environment
+    (``GLIBC_TUNABLES``, ``MALLOC_*_``): nothing is changed. Returns whether it tuned."""
+    import ctypes
+    import platform
+    import sys
+
+    if (mode != "tuned" or not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc"
+            or malloc_name() != "system" or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+            or any(name in os.environ for name in _MALLOC_ENV)):
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    return bool(mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_MB << 20)
+                and mallopt(_M_MMAP_THRESHOLD, MMAP_ABOVE_MB << 20))
 
 
 def say(line: str) -> None:
@@ -138,6 +171,6 @@ def say(line: str) -> None:
     sys.stderr.flush()
 
 
-__all__ = ["ALLOCATORS", "MALLOC_HINT_ABOVE_ITEMS", "cpu_name", "fast_bf16", "malloc_hint",
+__all__ = ["ALLOCATORS", "KEEP_FREED_MB", "LARGE_CATALOGUE_ITEMS", "MMAP_ABOVE_MB", "cpu_name", "fast_bf16", "malloc_hint",
            "malloc_name", "peak_memory_mb", "resolve_device", "say", "seed_everything",
-           "set_threads"]
+           "set_threads", "tune_malloc"]

@@ -210,7 +210,7 @@ CASES = [
     Case("overwrite refuses a non-run folder", T + ["--overwrite"],
          "not empty and not a run folder (no config.yaml); refusing to delete it", _two(_dataset, _file("run/notes.txt"))),
     Case("resume with a changed lr", ["train", "--resume", "{root}/run", "--set", "lr=0.5"],
-         "--set lr: cannot change when resuming (only epochs, patience, eval_every, threads, device, dist_timeout can)",
+         "--set lr: cannot change when resuming (only epochs, patience, eval_every, threads, malloc, device, dist_timeout can)",
          _with_run()),
     Case("resume of nothing", ["train", "--resume", "{root}/nothing"], "/nothing: no such run folder"),
     Case("resume of a non-run", ["train", "--resume", "{root}/d"], "/d/config.yaml: missing; is",

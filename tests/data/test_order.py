@@ -119,15 +119,14 @@ def test_training_a_large_unordered_catalogue_logs_a_reorder_hint(planted, tmp_p
     import json
 
     import mmssl.data.order as order
+    from mmssl import runtime
     from mmssl.api import train
 
-    monkeypatch.setattr(order, "HINT_ABOVE_ITEMS", 500)  # the planted data's 800 items are "large"
-    assert "mmssl data reorder" in order.order_hint(planted)
+    assert "mmssl data reorder" in order.order_hint(planted, 500)  # the planted data have 800 items
     ordered, _ = reorder_for_locality(planted)
-    assert order.order_hint(ordered) is None  # already reordered: no hint
-    monkeypatch.setattr(order, "HINT_ABOVE_ITEMS", 800)
-    assert order.order_hint(planted) is None  # at the threshold: no hint
-    monkeypatch.setattr(order, "HINT_ABOVE_ITEMS", 500)
+    assert order.order_hint(ordered, 500) is None  # already reordered: no hint
+    assert order.order_hint(planted, 800) is None  # at the threshold: no hint
+    monkeypatch.setattr(runtime, "LARGE_CATALOGUE_ITEMS", 500)  # the trainer's threshold
     notes = {}
     for name, ds in (("plain", planted), ("ordered", ordered)):
         out = tmp_path / name

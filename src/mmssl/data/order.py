@@ -109,18 +109,16 @@ def reorder_for_locality(ds: Dataset, dim: int = 16, iterations: int = 6,
     return out, user_order
 
 
-HINT_ABOVE_ITEMS = 100_000
 
-
-def order_hint(ds: Dataset) -> str | None:
-    """A note for training logs: a catalogue above :data:`HINT_ABOVE_ITEMS` items that was never
-    reordered (no ``info["order"]``) could train faster after ``mmssl data reorder``; None
-    otherwise."""
-    if ds.n_items <= HINT_ABOVE_ITEMS or "order" in ds.info:
+def order_hint(ds: Dataset, above_items: int) -> str | None:
+    """A note for training logs: a catalogue above ``above_items`` items (the trainer's
+    :data:`mmssl.runtime.LARGE_CATALOGUE_ITEMS`) that was never reordered (no
+    ``info["order"]``) could train faster after ``mmssl data reorder``; None otherwise."""
+    if ds.n_items <= above_items or "order" in ds.info:
         return None
     return (f"{ds.n_items} items in their original order: `mmssl data reorder` renumbers them "
             f"for locality, which made the sparse products of a 1M-item graph about 2x faster "
             f"(README, \"1M items\")")
 
 
-__all__ = ["HINT_ABOVE_ITEMS", "locality_order", "order_hint", "reorder", "reorder_for_locality"]
+__all__ = ["locality_order", "order_hint", "reorder", "reorder_for_locality"]

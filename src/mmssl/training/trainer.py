@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mmssl import runtime
 from mmssl.config import RunConfig
 from mmssl.data.dataset import Dataset
 from mmssl.data.order import order_hint
@@ -93,7 +94,8 @@ class Trainer:
         device = resolve_device(run.device) if dist is None else dist.device
         model.to(device)
         model.on_device(device)
-        hints = [order_hint(dataset), malloc_hint(dataset.n_items, device)] if model.learned else []
+        hints = ([order_hint(dataset, runtime.LARGE_CATALOGUE_ITEMS), malloc_hint(dataset.n_items, device)]
+                 if model.learned else [])
         for note in [*model.notes, *filter(None, hints)]:  # in the log, and shown
             if self.run_dir is not None and not resume and self.main:
                 self.run_dir.append_log({"event": "note", "text": note})

@@ -133,7 +133,7 @@ def malloc_hint(n_items: int, device) -> str | None:
 # glibc's mallopt parameters (malloc.h) and the values ``malloc: tuned`` sets
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 KEEP_FREED_MB = 256  # freed memory at the top of the heap kept for the next allocation
-MMAP_ABOVE_MB = 32  # blocks above this still get their own mapping (glibc's own ceiling)
+MMAP_ABOVE_MB = 32  # blocks above this still get their own mapping (the ceiling of glibc's own adaptive threshold)
 # what a user sets to tune glibc's malloc themselves; tune_malloc then leaves it alone
 _MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 

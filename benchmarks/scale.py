@@ -27,9 +27,10 @@ system`` leaves glibc's malloc as a process starts; ``--allocator tcmalloc`` (or
 preloads that malloc (``LD_PRELOAD``; Linux, the library installed, e.g. Debian's
 ``libtcmalloc-minimal4``). glibc's malloc serves every block above 32 MB by a fresh ``mmap``
 (tuned or not), so at 1M items each large temporary of a step is new pages; tcmalloc keeps
-freed memory for the next allocation (the README's "1M items" has what it changes). ``--order locality`` measures the data renumbered by
-``mmssl data reorder`` (:mod:`mmssl.data.order`; computed from the training interactions, not
-from the planted clusters) and reports the seconds that took. The planted data have 16 clusters
+freed memory for the next allocation (the README's "1M items" has what it changes).
+``--order locality`` measures the data renumbered by ``mmssl data reorder``
+(:mod:`mmssl.data.order`; computed from the training interactions, not from the planted
+clusters) and reports the seconds that took. The planted data have 16 clusters
 at every size (a cluster's items are 1/16 of the catalogue, drawn uniformly); ``--cluster-items
 N`` makes the clusters N items each instead (I / N clusters), so that one cluster's rows take
 the same memory at every size. The last line printed is a JSON list of records
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         scale_dataset(args.prepare, cache, order=args.order, clusters=clusters(args.prepare))
         return 0
     if args.worker:
-        tune_malloc("tuned" if args.allocator == "tuned" else "system")
+        tune_malloc(args.allocator)  # tunes glibc for "tuned" only
         items, mode, precision = int(args.worker[0]), args.worker[1], args.worker[2]
         print(json.dumps(measure(items, mode, precision, args.steps, args.threads, args.device, cache,
                                  args.order, clusters(items))))

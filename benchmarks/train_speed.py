@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         return distributed(args)
     args.epochs = args.epochs or 2
     if args.one:
-        args.tuned = tune_malloc("tuned" if args.allocator == "tuned" else "system")
+        args.tuned = tune_malloc(args.allocator)  # tunes glibc for "tuned" only
         print(json.dumps(measure(args, *args.one)))
         return 0
     library = allocator_library(args.allocator)

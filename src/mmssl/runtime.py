@@ -145,9 +145,9 @@ def tune_malloc(mode: str = "tuned") -> bool:
     and pays page faults for them again in the next step: tuned, an exact bf16 epoch on
     ml100k-mm took 7% less time, a 100k-item sketched step 15% (README, "bf16"). Blocks above
     32 MB are mapped and unmapped as before, so a large catalogue's peak grows by at most the
-    memory kept. Nothing computed changes. ``system``, or
-    another malloc preloaded, or glibc's malloc already tuned through the environment
-    (``GLIBC_TUNABLES``, ``MALLOC_*_``): nothing is changed. Returns whether it tuned."""
+    memory kept. Nothing computed changes. Any other ``mode`` (``system``), another malloc
+    preloaded, or glibc's malloc already tuned through the environment (``GLIBC_TUNABLES``,
+    ``MALLOC_*_``): nothing is changed. Returns whether it tuned."""
     import ctypes
     import platform
     import sys
@@ -171,6 +171,6 @@ def say(line: str) -> None:
     sys.stderr.flush()
 
 
-__all__ = ["ALLOCATORS", "KEEP_FREED_MB", "LARGE_CATALOGUE_ITEMS", "MMAP_ABOVE_MB", "cpu_name", "fast_bf16", "malloc_hint",
-           "malloc_name", "peak_memory_mb", "resolve_device", "say", "seed_everything",
-           "set_threads", "tune_malloc"]
+__all__ = ["ALLOCATORS", "KEEP_FREED_MB", "LARGE_CATALOGUE_ITEMS", "MMAP_ABOVE_MB", "cpu_name",
+           "fast_bf16", "malloc_hint", "malloc_name", "peak_memory_mb", "resolve_device", "say",
+           "seed_everything", "set_threads", "tune_malloc"]

@@ -109,7 +109,6 @@ def reorder_for_locality(ds: Dataset, dim: int = 16, iterations: int = 6,
     return out, user_order
 
 
-
 def order_hint(ds: Dataset, above_items: int) -> str | None:
     """A note for training logs: a catalogue above ``above_items`` items (the trainer's
     :data:`mmssl.runtime.LARGE_CATALOGUE_ITEMS`) that was never reordered (no

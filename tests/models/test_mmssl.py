@@ -301,6 +301,33 @@ def test_bf16_precision_runs_and_stays_close():
     assert math.isfinite(bf16["loss"]) and abs(bf16["bpr"] - fp32["bpr"]) < 1e-3
 
 
+@pytest.mark.parametrize("discriminator", ["exact", "sketch"])
+def test_bf16_propagates_in_bf16_in_sketched_training_only(discriminator):
+    """With bf16 and the sketched critic the graph products of a training forward run in
+    bfloat16 (close to float32, not equal); with the exact critic, and in evaluation
+    (model.eval()), the forward is the float32 one, bit for bit."""
+    ds = planted_dataset(n_users=30, n_items=40, n_interactions=300)
+    fp32 = make_model(ds, discriminator=discriminator)
+    bf16 = make_model(ds, discriminator=discriminator, precision="bf16")
+    bf16.load_state_dict(fp32.state_dict())
+    for m in (fp32, bf16):
+        m.eval()
+    with torch.no_grad():
+        for a, b in zip(fp32.factors(), bf16.factors()):
+            assert torch.equal(a, b)
+        fp32.train(), bf16.train()
+        torch.manual_seed(1)
+        want = fp32.forward()["item"]
+        torch.manual_seed(1)  # the same dropout masks
+        got = bf16.forward()["item"]
+    assert got.dtype == torch.float32
+    if discriminator == "exact":
+        assert torch.equal(got, want)
+    else:
+        assert not torch.equal(got, want)
+        torch.testing.assert_close(got, want, rtol=3e-2, atol=3e-3)
+
+
 def test_rejects_dataset_without_modalities():
     ds = planted_dataset(n_users=20, n_items=30, n_interactions=200, modalities={})
     from mmssl.errors import DataError

@@ -3,7 +3,7 @@
 * ``bipartite_adjacency``: the normalised (U + I, U + I) user-item adjacency of LightGCN-style
   propagation, built once with scipy.
 * ``SparseGraph``: a fixed sparse matrix G with ``G @ X`` differentiable in X (CSR kernels both
-  ways); a module, so that it follows ``model.to(device)``.
+  ways; in bfloat16 under CPU autocast); a module, so that it follows ``model.to(device)``.
 * ``propagate_mean``: LightGCN's mean of the layers E^(0..L) on a graph.
 * ``sparse_product``: ``S @ X`` for a sparse S whose values carry gradients (learned graphs).
 * ``knn_edges``, ``coalesce``, ``sym_normalise``: item-item kNN graphs from modality features,
@@ -79,6 +79,7 @@ class SparseGraph(nn.Module):
         self.register_buffer("csr", _to_torch_csr(sp.csr_matrix(matrix), device), persistent=False)
         self.register_buffer("csr_t", _to_torch_csr(sp.csr_matrix(matrix.T), device),
                              persistent=False)
+        self._bf16: dict[bool, torch.Tensor] = {}  # bf16_values, made on first use
 
     @classmethod
     def from_edges(cls, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
@@ -89,8 +90,24 @@ class SparseGraph(nn.Module):
         return cls(m.tocsr(), device)
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return _GraphProduct.apply(x.float() if x.dtype == torch.bfloat16 else x, self)
+        """``G @ X``, differentiable in X. Under bfloat16 autocast on a CPU the product runs in
+        bfloat16, as autocast runs dense products (X and G's values rounded, sums in float32,
+        a bfloat16 result): half the bytes per edge, for products that wait on memory. Else
+        float32 (CSR kernels), as before."""
+        kind = x.device.type
+        low = (kind == "cpu" and torch.is_autocast_enabled(kind)
+               and torch.get_autocast_dtype(kind) == torch.bfloat16)
+        with torch.autocast(device_type=kind, enabled=False):
+            x = x.to(torch.bfloat16) if low else x.float() if x.dtype in _HALF else x
+            return _GraphProduct.apply(x, self)
+
+    def bf16_values(self, transposed: bool) -> torch.Tensor:
+        """G's (or G^T's) values in bfloat16, made once per device (one copy per graph)."""
+        csr = self.csr_t if transposed else self.csr
+        cached = self._bf16.get(transposed)
+        if cached is None or cached.device != csr.device:
+            cached = self._bf16[transposed] = csr.values().to(torch.bfloat16)
+        return cached
 
     def rows_product(self, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``(G @ X)[rows]`` (len(rows), d) from those rows of G only, differentiable in X;
@@ -118,15 +135,32 @@ def propagate_mean(graph: SparseGraph, ego: torch.Tensor, n_layers: int) -> torc
     return total / (n_layers + 1)
 
 
+_HALF = (torch.bfloat16, torch.float16)
+
+
 class _GraphProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, graph):
         ctx.graph = graph
-        return csr_product(graph.csr.to(x.dtype), x)
+        return _graph_product(graph, x, transposed=False)
 
     @staticmethod
     def backward(ctx, grad):
-        return csr_product(ctx.graph.csr_t.to(grad.dtype), grad.contiguous()), None
+        return _graph_product(ctx.graph, grad.contiguous(), transposed=True), None
+
+
+def _graph_product(graph: SparseGraph, x: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """G @ X (or G^T @ X). A bfloat16 X goes through ``embedding_bag`` with G's rows as bags
+    (CPU sparse kernels have no bfloat16; this one reads X's rows as they are). It sums in float32
+    and rounds the result to bfloat16 once. Other dtypes: the CSR product."""
+    csr = graph.csr_t if transposed else graph.csr
+    if x.dtype != torch.bfloat16:
+        return csr_product(csr.to(x.dtype), x)
+    with torch.profiler.record_function("mmssl::csr_product"):
+        # x detached: for a table that requires grad embedding_bag also builds its backward's
+        # bookkeeping (offset2bag, bag sizes), which this product's own backward does not need
+        return F.embedding_bag(csr.col_indices(), x.detach(), csr.crow_indices()[:-1], mode="sum",
+                               per_sample_weights=graph.bf16_values(transposed))
 
 
 def csr_product(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from torch import nn
 from mmssl.data.dataset import Dataset
 from mmssl.models import shards
 from mmssl.models.base import Batch, ContentPath, Model, Optimizers, module_key
+from mmssl.models.graph import SparseGraph
 from mmssl.models.losses import info_nce, info_nce_of_zeros, log_sigmoid_bpr, sum_of_squares
 from mmssl.models.mmssl import bf16
 from mmssl.models.mmssl.config import MMSSLConfig, resolve_config
@@ -196,9 +197,9 @@ class MMSSL(StructureLearning, Model):
             return pick(x) if lean else x
         for j, m in enumerate(self.modalities):
             h = self.dropout(self.encoders[module_key(m)](getattr(self, f"features_{j}")))
-            u_m = self.A_ui @ h
+            u_m = self._propagate(self.A_ui, h)
             user_modal.append(u_m)
-            item_modal.append(self.A_iu @ u_m)
+            item_modal.append(self._propagate(self.A_iu, u_m))
             graph = None if empty else self.modality_graph(m)
             if empty:  # every G_m is empty: views of zeros, without their memory
                 s_views.append(self.user_embedding.new_zeros(1, cfg.embed_dim).expand(n_rows, -1))
@@ -207,8 +208,8 @@ class MMSSL(StructureLearning, Model):
                 t_views.append(torch.zeros_like(self.item_embedding))
             else:
                 s_views.append(graph[0].rows_product(rows, self.item_embedding) if lean
-                               else graph[0] @ self.item_embedding)
-                t_views.append(graph[1] @ self.user_embedding)
+                               else self._propagate(graph[0], self.item_embedding))
+                t_views.append(self._propagate(graph[1], self.user_embedding))
         zero = None
         if empty:
             # The attention of zero views is zero and adds nothing (E + 0.36 * l2norm(0) = E);
@@ -226,10 +227,10 @@ class MMSSL(StructureLearning, Model):
             del s_stack, t_stack, t_views
         user_layers, item_layers = [u], [i]  # lean: user_layers[0] of the batch's rows only
         for layer in range(cfg.n_layers):
-            u = self.A_ui @ i
+            u = self._propagate(self.A_ui, i)
             if layer == cfg.n_layers - 1:
                 u = torch.softmax(u, dim=1)
-            i = self.A_iu @ u
+            i = self._propagate(self.A_iu, u)
             if layer == cfg.n_layers - 1:
                 i = torch.softmax(i, dim=1)
             user_layers.append(u)
@@ -278,6 +279,11 @@ class MMSSL(StructureLearning, Model):
             return {}
         return {"lr": torch.optim.lr_scheduler.LambdaLR(
             optimizers["recommender"], lambda epoch: cfg.lr_decay ** (epoch / cfg.lr_decay_epochs))}
+
+    def _propagate(self, graph: SparseGraph, x: torch.Tensor) -> torch.Tensor:
+        """``graph @ x``: in bfloat16 when training a sketched critic with bf16 (``bf16.propagate``;
+        there these products are most of a step), else float32."""
+        return bf16.propagate(graph, x) if self.bf16 and self.sketched and self.training else graph @ x
 
     def _autocast(self):
         if not self.bf16:

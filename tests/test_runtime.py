@@ -38,13 +38,13 @@ def test_malloc_name_sees_a_preloaded_tcmalloc_and_the_system_malloc_otherwise()
 def test_the_hint_is_for_large_catalogues_on_cpu_with_the_system_malloc_only(monkeypatch):
     cpu, n = torch.device("cpu"), runtime.LARGE_CATALOGUE_ITEMS
     monkeypatch.setattr(runtime, "malloc_name", lambda: "system")
-    hint = runtime.malloc_hint(n + 1, cpu)
+    hint = runtime.malloc_hint(n + 1, cpu, n)
     assert hint.startswith(f"{n + 1} items on CPU with the system malloc")
     assert "LD_PRELOAD=libtcmalloc_minimal.so.4" in hint
-    assert runtime.malloc_hint(n, cpu) is None  # at the threshold: no hint
-    assert runtime.malloc_hint(n + 1, torch.device("cuda")) is None  # the GPU's memory is not malloc's
+    assert runtime.malloc_hint(n, cpu, n) is None  # at the threshold: no hint
+    assert runtime.malloc_hint(n + 1, torch.device("cuda"), n) is None  # the GPU's memory is not malloc's
     monkeypatch.setattr(runtime, "malloc_name", lambda: "tcmalloc")
-    assert runtime.malloc_hint(n + 1, cpu) is None  # already preloaded
+    assert runtime.malloc_hint(n + 1, cpu, n) is None  # already preloaded
 
 
 @linux

@@ -296,10 +296,11 @@ def test_csr_product_writes_every_row_of_its_uninitialised_output(monkeypatch):
     assert float(out[[3, 17, 39]].abs().sum()) == 0.0
 
 
-def test_graph_product_runs_in_bf16_under_cpu_autocast_and_in_fp32_otherwise():
-    """Under bfloat16 autocast ``G @ X`` (and its backward, G^T @ grad) is the product of the
-    bfloat16-rounded G and X, summed in float32 and rounded once; outside it the float32 CSR
-    product, bit for bit. Empty rows give zeros either way."""
+def test_bf16_matmul_rounds_once_and_matmul_stays_fp32_even_under_autocast():
+    """``bf16_matmul``: G @ X (and its backward, G^T @ grad) is the product of the
+    bfloat16-rounded G and X, summed in float32 and rounded once, returned as float32.
+    ``G @ X`` is the float32 CSR product, bit for bit, also under bfloat16 autocast. Empty rows
+    give zeros either way."""
     m = sp.random(50, 30, density=0.15, format="csr", dtype=np.float32, random_state=1)
     m[[4, 49]] = 0
     m.eliminate_zeros()
@@ -308,16 +309,19 @@ def test_graph_product_runs_in_bf16_under_cpu_autocast_and_in_fp32_otherwise():
     plain = graph @ x
     assert plain.dtype == torch.float32 and torch.equal(plain, csr_product(graph.csr, x.detach()))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = graph @ x
-    assert low.dtype == torch.bfloat16
+        assert torch.equal(graph @ x, plain)
+    low = graph.bf16_matmul(x)
+    assert low.dtype == torch.float32
+    assert torch.equal(low, low.bfloat16().float())  # rounded to bfloat16 once
     want = dense.bfloat16().float() @ x.detach().bfloat16().float()
-    torch.testing.assert_close(low.float(), want, rtol=2**-8, atol=1e-6)  # one rounding
+    torch.testing.assert_close(low, want, rtol=2**-8, atol=1e-6)
     assert float(low[[4, 49]].abs().sum()) == 0.0
-    grad = torch.randn(50, 6, generator=torch.Generator().manual_seed(1)).bfloat16()
+    grad = torch.randn(50, 6, generator=torch.Generator().manual_seed(1))
     low.backward(grad)
-    torch.testing.assert_close(x.grad, dense.bfloat16().float().T @ grad.float(), rtol=2**-8, atol=1e-6)
-    assert x.grad.dtype == torch.float32
-    assert plain.float().sub(low.float()).abs().max() > 0  # bfloat16 really ran
+    assert x.grad.dtype == torch.float32 and torch.equal(x.grad, x.grad.bfloat16().float())
+    torch.testing.assert_close(x.grad, dense.bfloat16().float().T @ grad.bfloat16().float(),
+                               rtol=2**-8, atol=1e-6)
+    assert plain.sub(low).abs().max() > 0  # bfloat16 really ran
 
 
 def test_coalesce_sums_duplicates_and_sym_normalise_guards_empty_rows():

@@ -3,7 +3,7 @@
 * ``bipartite_adjacency``: the normalised (U + I, U + I) user-item adjacency of LightGCN-style
   propagation, built once with scipy.
 * ``SparseGraph``: a fixed sparse matrix G with ``G @ X`` differentiable in X (CSR kernels both
-  ways; in bfloat16 under CPU autocast); a module, so that it follows ``model.to(device)``.
+  ways; ``bf16_matmul``: in bfloat16 on a CPU); a module, so that it follows ``model.to(device)``.
 * ``propagate_mean``: LightGCN's mean of the layers E^(0..L) on a graph.
 * ``sparse_product``: ``S @ X`` for a sparse S whose values carry gradients (learned graphs).
 * ``knn_edges``, ``coalesce``, ``sym_normalise``: item-item kNN graphs from modality features,
@@ -90,16 +90,20 @@ class SparseGraph(nn.Module):
         return cls(m.tocsr(), device)
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        """``G @ X``, differentiable in X. Under bfloat16 autocast on a CPU the product runs in
-        bfloat16, as autocast runs dense products (X and G's values rounded, sums in float32,
-        a bfloat16 result): half the bytes per edge, for products that wait on memory. Else
-        float32 (CSR kernels), as before."""
-        kind = x.device.type
-        low = (kind == "cpu" and torch.is_autocast_enabled(kind)
-               and torch.get_autocast_dtype(kind) == torch.bfloat16)
-        with torch.autocast(device_type=kind, enabled=False):
-            x = x.to(torch.bfloat16) if low else x.float() if x.dtype in _HALF else x
-            return _GraphProduct.apply(x, self)
+        """``G @ X``, differentiable in X: float32 CSR products both ways (a half-precision X is
+        upcast first, also under autocast: CPU sparse kernels have no bfloat16)."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return _GraphProduct.apply(x.float() if x.dtype in _HALF else x, self, False)
+
+    def bf16_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """``G @ X`` with the product in bfloat16 on a CPU, for products that wait on memory (half
+        the bytes gathered per edge): X and G's values rounded to bfloat16, the sums in float32,
+        the result rounded once to bfloat16 and returned as float32; the backward the same with
+        G^T. So everything around the product stays float32. Elsewhere (CUDA, MPS) ``G @ X``."""
+        if x.device.type != "cpu":
+            return self @ x
+        with torch.autocast(device_type="cpu", enabled=False):
+            return _GraphProduct.apply(x.float(), self, True)
 
     def bf16_values(self, transposed: bool) -> torch.Tensor:
         """G's (or G^T's) values in bfloat16, made once per device (one copy per graph)."""
@@ -139,28 +143,31 @@ _HALF = (torch.bfloat16, torch.float16)
 
 
 class _GraphProduct(torch.autograd.Function):
+    """G @ X, its backward G^T @ grad; ``low``: both in bfloat16 (:func:`_graph_product`),
+    float32 in and out."""
+
     @staticmethod
-    def forward(ctx, x, graph):
-        ctx.graph = graph
-        return _graph_product(graph, x, transposed=False)
+    def forward(ctx, x, graph, low):
+        ctx.graph, ctx.low = graph, low
+        return _graph_product(graph, x, transposed=False, low=low)
 
     @staticmethod
     def backward(ctx, grad):
-        return _graph_product(ctx.graph, grad.contiguous(), transposed=True), None
+        return _graph_product(ctx.graph, grad.contiguous(), transposed=True, low=ctx.low), None, None
 
 
-def _graph_product(graph: SparseGraph, x: torch.Tensor, transposed: bool) -> torch.Tensor:
-    """G @ X (or G^T @ X). A bfloat16 X goes through ``embedding_bag`` with G's rows as bags
-    (CPU sparse kernels have no bfloat16; this one reads X's rows as they are). It sums in float32
-    and rounds the result to bfloat16 once. Other dtypes: the CSR product."""
+def _graph_product(graph: SparseGraph, x: torch.Tensor, transposed: bool, low: bool) -> torch.Tensor:
+    """G @ X (or G^T @ X): the CSR product in X's dtype; ``low``: X rounded to bfloat16 and read
+    through ``embedding_bag`` with G's rows as bags (CPU sparse kernels have no bfloat16), which
+    sums in float32 and rounds the result to bfloat16 once; returned as float32."""
     csr = graph.csr_t if transposed else graph.csr
-    if x.dtype != torch.bfloat16:
+    if not low:
         return csr_product(csr.to(x.dtype), x)
-    with torch.profiler.record_function("mmssl::csr_product"):
-        # x detached: for a table that requires grad embedding_bag also builds its backward's
-        # bookkeeping (offset2bag, bag sizes), which this product's own backward does not need
-        return F.embedding_bag(csr.col_indices(), x.detach(), csr.crow_indices()[:-1], mode="sum",
-                               per_sample_weights=graph.bf16_values(transposed))
+    x = x.to(torch.bfloat16)
+    with torch.profiler.record_function("mmssl::csr_product"):  # the product alone, not the casts
+        y = F.embedding_bag(csr.col_indices(), x, csr.crow_indices()[:-1], mode="sum",
+                            per_sample_weights=graph.bf16_values(transposed))
+    return y.float()
 
 
 def csr_product(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -94,7 +94,8 @@ class Trainer:
         device = resolve_device(run.device) if dist is None else dist.device
         model.to(device)
         model.on_device(device)
-        hints = ([order_hint(dataset, runtime.LARGE_CATALOGUE_ITEMS), malloc_hint(dataset.n_items, device)]
+        large = runtime.LARGE_CATALOGUE_ITEMS
+        hints = ([order_hint(dataset, large), malloc_hint(dataset.n_items, device, large)]
                  if model.learned else [])
         for note in [*model.notes, *filter(None, hints)]:  # in the log, and shown
             if self.run_dir is not None and not resume and self.main:

@@ -7,7 +7,8 @@ bfloat16 units (AMX, AVX512-BF16, tensor cores), faster than the factored form o
 only. The float32 path does not come here and stays bit for bit the authors' arithmetic.
 
 With the sketched critic (large catalogues) the training forward's graph products run in
-bfloat16 too (:func:`propagate`): there they are most of a step, and they wait on memory.
+bfloat16 too (:meth:`mmssl.models.graph.SparseGraph.bf16_matmul`, chosen by
+``MMSSL._propagate``): there they are most of a step, and they wait on memory.
 """
 
 from __future__ import annotations
@@ -15,15 +16,7 @@ from __future__ import annotations
 import torch
 from torch.nn.functional import linear
 
-from mmssl.models.graph import SparseGraph
 from mmssl.models.mmssl.discriminator import uniform16
-
-
-def propagate(graph: SparseGraph, x: torch.Tensor) -> torch.Tensor:
-    """``graph @ x`` with the product alone in bfloat16 (on a CPU half the bytes gathered per
-    edge), its result float32 again, so that everything around it stays float32."""
-    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-        return (graph @ x).float()
 
 
 def l2norm(x: torch.Tensor) -> torch.Tensor:

@@ -281,9 +281,9 @@ class MMSSL(StructureLearning, Model):
             optimizers["recommender"], lambda epoch: cfg.lr_decay ** (epoch / cfg.lr_decay_epochs))}
 
     def _propagate(self, graph: SparseGraph, x: torch.Tensor) -> torch.Tensor:
-        """``graph @ x``: in bfloat16 when training a sketched critic with bf16 (``bf16.propagate``;
-        there these products are most of a step), else float32."""
-        return bf16.propagate(graph, x) if self.bf16 and self.sketched and self.training else graph @ x
+        """``graph @ x``: in bfloat16 when training a sketched critic with bf16
+        (``SparseGraph.bf16_matmul``; there these products are most of a step), else float32."""
+        return graph.bf16_matmul(x) if self.bf16 and self.sketched and self.training else graph @ x
 
     def _autocast(self):
         if not self.bf16:

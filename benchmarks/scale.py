@@ -4,7 +4,7 @@ time against the number of items, for the exact and the sketched discriminator, 
     python benchmarks/scale.py [--items 1682,6710,18357,100000,1000000] [--modes exact,sketch]
                                [--precisions fp32,bf16] [--device cpu] [--steps 5] [--threads 2]
                                [--allocator tuned|system|tcmalloc|jemalloc] [--order none|locality]
-                               [--cluster-items N]
+                               [--cluster-items N] [--cross-share S] [--huge-pages]
 
 Each size is a planted dataset (benchmarks only: users in clusters, items of their cluster,
 cluster-centred features) with about 2 I users, 15 interactions per user (10 to 20 in most
@@ -33,7 +33,12 @@ freed memory for the next allocation (the README's "1M items" has what it change
 clusters) and reports the seconds that took. The planted data have 16 clusters
 at every size (a cluster's items are 1/16 of the catalogue, drawn uniformly); ``--cluster-items
 N`` makes the clusters N items each instead (I / N clusters), so that one cluster's rows take
-the same memory at every size. The last line printed is a JSON list of records
+the same memory at every size. One interaction in ten is drawn uniformly over the whole
+catalogue instead of the user's cluster; ``--cross-share S`` makes it a share S (0 to 1).
+``--huge-pages`` runs the workers with ``THP_MEM_ALLOC_ENABLE=1``: torch asks for transparent
+huge pages for its large blocks (Linux with THP ``madvise`` or ``always``), so the random row
+gathers of the graph products miss the TLB less (the README's "Edges across clusters").
+The last line printed is a JSON list of records
 {items, mode, precision, step_seconds, epoch_seconds, peak_rss_mb, valid_seconds}; the log-log
 plot goes to --plot.
 """
@@ -58,6 +63,7 @@ EXACT_LIMIT_SECONDS = 60.0
 EXACT_LIMIT_MB = 20 * 1024
 VALID_USERS = 10_000
 CLUSTERS = 16  # planted clusters at every size unless --cluster-items
+CROSS_SHARE = 0.1  # interactions drawn over the whole catalogue, not the user's cluster
 # steps 0 and 1: the official rule's once-per-epoch graph work; step 2: the first ordinary step,
 # which touches its memory first (at 1M items 28 s against 17-18 s for the next ones)
 UNTIMED_STEPS = 3
@@ -81,13 +87,14 @@ def allocator_library(name: str) -> str | None:
 
 
 def scale_dataset(n_items: int, cache: Path | None, seed: int = 0, order: str = "none",
-                  clusters: int = CLUSTERS):
-    """A planted dataset of ``n_items`` items and 2 * n_items users in ``clusters`` clusters
-    (cached as .npy files); ``order="locality"``: renumbered by
+                  clusters: int = CLUSTERS, cross: float = CROSS_SHARE):
+    """A planted dataset of ``n_items`` items and 2 * n_items users in ``clusters`` clusters,
+    a share ``cross`` of the interactions across clusters (cached as .npy files); ``order="locality"``: renumbered by
     :func:`mmssl.data.order.locality_order` (cached apart, with the seconds the order took in
     ``order.json``)."""
     n_users = 2 * n_items
-    tag = f"planted-{n_items}-{seed}" + ("" if clusters == CLUSTERS else f"-c{clusters}")
+    tag = (f"planted-{n_items}-{seed}" + ("" if clusters == CLUSTERS else f"-c{clusters}")
+           + ("" if cross == CROSS_SHARE else f"-x{cross:g}"))
     names = ("users", "items", "split", "text", "image")
     if order == "locality":
         from mmssl.data.order import reorder_for_locality
@@ -98,7 +105,7 @@ def scale_dataset(n_items: int, cache: Path | None, seed: int = 0, order: str = 
             arrays = {n: np.load(folder / f"{n}.npy") for n in stored}
             return _planted(arrays, n_users, n_items, seed,
                             json.loads((folder / "order.json").read_text()))
-        base = scale_dataset(n_items, cache, seed, clusters=clusters)
+        base = scale_dataset(n_items, cache, seed, clusters=clusters, cross=cross)
         start = time.perf_counter()
         ds, _ = reorder_for_locality(base)
         facts = {**ds.info["order"], "seconds": round(time.perf_counter() - start, 2)}
@@ -116,7 +123,7 @@ def scale_dataset(n_items: int, cache: Path | None, seed: int = 0, order: str = 
     if folder is not None and all((folder / f"{n}.npy").exists() for n in names):
         arrays = {n: np.load(folder / f"{n}.npy") for n in names}  # in memory: the model shares them
     else:
-        arrays = _generate(n_users, n_items, seed, clusters)
+        arrays = _generate(n_users, n_items, seed, clusters, cross)
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             for n, a in arrays.items():
@@ -140,12 +147,13 @@ def _planted(arrays, n_users, n_items, seed, order=None):
                    info=info)
 
 
-def _generate(n_users: int, n_items: int, seed: int, clusters: int) -> dict[str, np.ndarray]:
+def _generate(n_users: int, n_items: int, seed: int, clusters: int,
+              cross: float = CROSS_SHARE) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     per_user = rng.integers(10, 21, size=n_users)  # 10 to 20 interactions per user
     users = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
     user_cluster = rng.integers(clusters, size=n_users)
-    in_cluster = rng.random(len(users)) < 0.9
+    in_cluster = rng.random(len(users)) < 1 - cross
     per_cluster = n_items // clusters
     own = user_cluster[users] + clusters * rng.integers(per_cluster, size=len(users))
     items = np.where(in_cluster, own, rng.integers(n_items, size=len(users))).astype(np.int64)
@@ -187,7 +195,8 @@ def training_setup(ds, mode: str, precision: str, device="cpu"):
 
 
 def measure(items: int, mode: str, precision: str, steps: int, threads: int, device: str,
-            cache: Path | None, order: str = "none", clusters: int = CLUSTERS) -> dict:
+            cache: Path | None, order: str = "none", clusters: int = CLUSTERS,
+            cross: float = CROSS_SHARE) -> dict:
     """One (size, mode, precision) in this process: step, epoch, validation, peak memory."""
     import torch
 
@@ -196,7 +205,7 @@ def measure(items: int, mode: str, precision: str, steps: int, threads: int, dev
 
     if threads:
         torch.set_num_threads(threads)
-    ds = scale_dataset(items, cache, order=order, clusters=clusters)
+    ds = scale_dataset(items, cache, order=order, clusters=clusters, cross=cross)
     dev = resolve_device(device)
     model, optimizers, sampler = training_setup(ds, mode, precision, dev)
 
@@ -240,7 +249,8 @@ def measure(items: int, mode: str, precision: str, steps: int, threads: int, dev
               "peak_rss_mb": peak_memory_mb(), "valid_seconds": round(valid_seconds, 3),
               "users": ds.n_users, "interactions": int(len(ds.users)),
               "valid_users": int(result["users"]), "steps_timed": len(times), "order": order,
-              "clusters": clusters,
+              "clusters": clusters, "cross_share": cross,
+              "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
               "order_seconds": ds.info.get("order", {}).get("seconds")}
     if dev.type == "cuda":
         record["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
@@ -273,39 +283,53 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: none, the generator's numbering)")
     p.add_argument("--cluster-items", type=int, default=0, metavar="N",
                    help="planted clusters of N items each (default: 0, 16 clusters at every size)")
+    p.add_argument("--cross-share", type=float, default=CROSS_SHARE, metavar="S",
+                   help="share of interactions drawn over the whole catalogue, not the user's "
+                        f"cluster (default: {CROSS_SHARE})")
+    p.add_argument("--huge-pages", action="store_true",
+                   help="run the workers with THP_MEM_ALLOC_ENABLE=1 (torch: transparent huge "
+                        "pages for large blocks)")
     p.add_argument("--worker", nargs=3, metavar=("ITEMS", "MODE", "PRECISION"), help=argparse.SUPPRESS)
     p.add_argument("--prepare", type=int, metavar="ITEMS", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cache = Path(args.cache) if args.cache else None
     if args.cluster_items < 0:
         p.error(f"--cluster-items: must be positive (got {args.cluster_items})")
+    if not 0 <= args.cross_share <= 1:
+        p.error(f"--cross-share: must be between 0 and 1 (got {args.cross_share})")
 
     def clusters(items: int) -> int:
         return max(1, items // args.cluster_items) if args.cluster_items else CLUSTERS
 
     if args.prepare:  # generate and cache a dataset, so that no worker's peak includes it
-        scale_dataset(args.prepare, cache, order=args.order, clusters=clusters(args.prepare))
+        scale_dataset(args.prepare, cache, order=args.order, clusters=clusters(args.prepare),
+                      cross=args.cross_share)
         return 0
     if args.worker:
         tune_malloc(args.allocator)  # tunes glibc for "tuned" only
         items, mode, precision = int(args.worker[0]), args.worker[1], args.worker[2]
         print(json.dumps(measure(items, mode, precision, args.steps, args.threads, args.device, cache,
-                                 args.order, clusters(items))))
+                                 args.order, clusters(items), args.cross_share)))
         return 0
 
     library = allocator_library(args.allocator)
     env = dict(os.environ)
     if library:
         env["LD_PRELOAD"] = " ".join(filter(None, (library, env.get("LD_PRELOAD"))))
+    if args.huge_pages:
+        env["THP_MEM_ALLOC_ENABLE"] = "1"  # read once, when torch starts in the worker
     print(f"{platform.processor() or platform.machine()}; {cpu_name()}; torch threads "
           f"{args.threads or 'default'}; device {args.device}; malloc {library or args.allocator}; "
-          f"planted clusters {f'of {args.cluster_items} items' if args.cluster_items else CLUSTERS}",
+          f"planted clusters {f'of {args.cluster_items} items' if args.cluster_items else CLUSTERS}, "
+          f"{args.cross_share:g} of the interactions across them"
+          f"{'; huge pages' if env.get('THP_MEM_ALLOC_ENABLE') == '1' else ''}",
           flush=True)
     records, stopped = [], set()
     for items in [int(x) for x in args.items.split(",")]:
         if cache is not None:
             subprocess.run([sys.executable, __file__, "--prepare", str(items), "--cache", args.cache,
-                            "--order", args.order, "--cluster-items", str(args.cluster_items)],
+                            "--order", args.order, "--cluster-items", str(args.cluster_items),
+                            "--cross-share", str(args.cross_share)],
                            check=True)
         for mode in args.modes.split(","):
             for precision in args.precisions.split(","):
@@ -317,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, __file__, "--worker", str(items), mode, precision,
                        "--steps", str(args.steps), "--threads", str(args.threads),
                        "--device", args.device, "--cache", args.cache, "--order", args.order,
-                       "--cluster-items", str(args.cluster_items), "--allocator", args.allocator]
+                       "--cluster-items", str(args.cluster_items), "--cross-share",
+                       str(args.cross_share), "--allocator", args.allocator]
                 done = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
                     tail = (done.stderr.strip().splitlines() or ["?"])[-1]

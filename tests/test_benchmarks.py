@@ -64,11 +64,18 @@ def test_scale_plants_clusters_of_the_size_asked(tmp_path, capsys):
     own = counts.max(1) / counts.sum(1)
     assert np.median(own) >= 0.8  # 90% of a user's items are drawn from its cluster
     assert (tmp_path / "planted-2000-0-c4").is_dir() and not (tmp_path / "planted-2000-0").exists()
+    within = scale.scale_dataset(2000, tmp_path, clusters=4, cross=0.0)  # no edge across clusters
+    counts = np.zeros((within.n_users, 4))
+    np.add.at(counts, (within.users, within.items % 4), 1)
+    assert (counts.max(1) == counts.sum(1)).all() and (tmp_path / "planted-2000-0-c4-x0").is_dir()
+    with pytest.raises(SystemExit):
+        scale.main(["--cross-share", "1.5"])
     assert scale.main(["--items", "1000", "--modes", "sketch", "--precisions", "fp32", "--steps", "1",
-                       "--threads", "1", "--cluster-items", "250", "--plot", "",
+                       "--threads", "1", "--cluster-items", "250", "--plot", "", "--huge-pages",
                        "--cache", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].endswith("planted clusters of 250 items")
+    assert out.splitlines()[0].endswith(
+        "planted clusters of 250 items, 0.1 of the interactions across them; huge pages")
     (record,) = json.loads(out.splitlines()[-1])
     assert record["items"] == 1000 and record["step_seconds"] > 0
     assert (tmp_path / "planted-1000-0-c4").is_dir()

@@ -89,9 +89,9 @@ def allocator_library(name: str) -> str | None:
 def scale_dataset(n_items: int, cache: Path | None, seed: int = 0, order: str = "none",
                   clusters: int = CLUSTERS, cross: float = CROSS_SHARE):
     """A planted dataset of ``n_items`` items and 2 * n_items users in ``clusters`` clusters,
-    a share ``cross`` of the interactions across clusters (cached as .npy files); ``order="locality"``: renumbered by
-    :func:`mmssl.data.order.locality_order` (cached apart, with the seconds the order took in
-    ``order.json``)."""
+    a share ``cross`` of the interactions across them (cached as .npy files);
+    ``order="locality"``: renumbered by :func:`mmssl.data.order.locality_order` (cached apart,
+    with the seconds the order took in ``order.json``)."""
     n_users = 2 * n_items
     tag = (f"planted-{n_items}-{seed}" + ("" if clusters == CLUSTERS else f"-c{clusters}")
            + ("" if cross == CROSS_SHARE else f"-x{cross:g}"))
@@ -325,12 +325,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{'; huge pages' if env.get('THP_MEM_ALLOC_ENABLE') == '1' else ''}",
           flush=True)
     records, stopped = [], set()
+    data_args = ["--cache", args.cache, "--order", args.order, "--cluster-items",
+                 str(args.cluster_items), "--cross-share", str(args.cross_share)]  # which data
     for items in [int(x) for x in args.items.split(",")]:
         if cache is not None:
-            subprocess.run([sys.executable, __file__, "--prepare", str(items), "--cache", args.cache,
-                            "--order", args.order, "--cluster-items", str(args.cluster_items),
-                            "--cross-share", str(args.cross_share)],
-                           check=True)
+            subprocess.run([sys.executable, __file__, "--prepare", str(items), *data_args], check=True)
         for mode in args.modes.split(","):
             for precision in args.precisions.split(","):
                 if mode == "exact" and (precision in stopped or not exact_fits(items)):
@@ -340,9 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 cmd = [sys.executable, __file__, "--worker", str(items), mode, precision,
                        "--steps", str(args.steps), "--threads", str(args.threads),
-                       "--device", args.device, "--cache", args.cache, "--order", args.order,
-                       "--cluster-items", str(args.cluster_items), "--cross-share",
-                       str(args.cross_share), "--allocator", args.allocator]
+                       "--device", args.device, *data_args, "--allocator", args.allocator]
                 done = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
                     tail = (done.stderr.strip().splitlines() or ["?"])[-1]

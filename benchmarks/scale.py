@@ -27,7 +27,7 @@ system`` leaves glibc's malloc as a process starts; ``--allocator tcmalloc`` (or
 preloads that malloc (``LD_PRELOAD``; Linux, the library installed, e.g. Debian's
 ``libtcmalloc-minimal4``). glibc's malloc serves every block above 32 MB by a fresh ``mmap``
 (tuned or not), so at 1M items each large temporary of a step is new pages; tcmalloc keeps
-freed memory for the next allocation (the README's "1M items" has what it changes).
+freed memory for the next allocation (docs/scale.md, "1M items", has what it changes).
 ``--order locality`` measures the data renumbered by ``mmssl data reorder``
 (:mod:`mmssl.data.order`; computed from the training interactions, not from the planted
 clusters) and reports the seconds that took. The planted data have 16 clusters
@@ -37,7 +37,7 @@ the same memory at every size. One interaction in ten is drawn uniformly over th
 catalogue instead of the user's cluster; ``--cross-share S`` makes it a share S (0 to 1).
 ``--huge-pages`` runs the workers with ``THP_MEM_ALLOC_ENABLE=1``: torch asks for transparent
 huge pages for its large blocks (Linux with THP ``madvise`` or ``always``), so the random row
-gathers of the graph products miss the TLB less (the README's "Edges across clusters").
+gathers of the graph products miss the TLB less (docs/scale.md, "Edges across clusters").
 The last line printed is a JSON list of records
 {items, mode, precision, step_seconds, epoch_seconds, peak_rss_mb, valid_seconds}; the log-log
 plot goes to --plot.

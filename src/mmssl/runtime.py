@@ -98,7 +98,7 @@ def peak_memory_mb() -> int | None:
 # the mallocs a process may run with instead of the system's, and their library names
 ALLOCATORS = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemalloc",)}
 
-# Above this many items a step's tables leave a CPU's cache (README, "1M items"), and training
+# Above this many items a step's tables leave a CPU's cache (docs/scale.md, "1M items"), and training
 # logs what makes such a catalogue faster: :func:`malloc_hint`, :func:`mmssl.data.order.order_hint`
 # (both take it from the trainer).
 LARGE_CATALOGUE_ITEMS = 100_000
@@ -129,7 +129,7 @@ def malloc_hint(n_items: int, device, above_items: int) -> str | None:
     return (f"{n_items} items on CPU with the system malloc: preloading tcmalloc "
             f"(LD_PRELOAD=libtcmalloc_minimal.so.4, Debian's libtcmalloc-minimal4) gives the "
             f"same results and made a 1M-item step 2.1x faster than the tuned system malloc "
-            f"(README, \"bf16 graph products\")")
+            f"(docs/scale.md, \"bf16 graph products\")")
 
 
 # glibc's mallopt parameters (malloc.h) and the values ``malloc: tuned`` sets
@@ -145,7 +145,7 @@ def tune_malloc(mode: str = "tuned") -> bool:
     :data:`KEEP_FREED_MB` of freed memory for reuse and serve blocks up to :data:`MMAP_ABOVE_MB`
     from the heap (``mallopt``). By default glibc gives a step's freed blocks back to the system
     and pays page faults for them again in the next step: tuned, an exact bf16 epoch on
-    ml100k-mm took 7% less time, a 100k-item sketched step 15% (README, "bf16"). Blocks above
+    ml100k-mm took 7% less time, a 100k-item sketched step 15% (docs/scale.md, "bf16"). Blocks above
     32 MB are mapped and unmapped as before, so a large catalogue's peak grows by at most the
     memory kept. Nothing computed changes. Any other ``mode`` (``system``), another malloc
     preloaded, or glibc's malloc already tuned through the environment (``GLIBC_TUNABLES``,

@@ -23,7 +23,7 @@ Nodes with the same signs share the same coarse region of the embedding, and nei
 differ in the less important coordinates. On the planted benchmark data of 1M items (16
 clusters, 10% of the edges random) it puts the items in runs of about 47 items of one cluster
 (a random order: 1.07; the planted order alternates clusters at every item), and the two
-products of the user-item graph run 1.9x and 2.1x faster (README, "1M items").
+products of the user-item graph run 1.9x and 2.1x faster (docs/scale.md, "1M items").
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def order_hint(ds: Dataset, above_items: int) -> str | None:
         return None
     return (f"{ds.n_items} items in their original order: `mmssl data reorder` renumbers them "
             f"for locality, which made the sparse products of a 1M-item graph about 2x faster "
-            f"(README, \"1M items\")")
+            f"(docs/scale.md, \"1M items\")")
 
 
 __all__ = ["locality_order", "order_hint", "reorder", "reorder_for_locality"]

@@ -71,8 +71,8 @@ class MMSSLConfig:
     graph_refresh_epochs: PositiveInt = 1  # refresh mode: epochs between rebuilding every user's graph
     lr_decay: Annotated[float, Range(gt=0, le=1)] = 0.96  # schedule factor lr * decay ** (epoch / lr_decay_epochs)
     lr_decay_epochs: PositiveFloat = 50.0  # epochs per factor lr_decay
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16: the critic's products and layers in bfloat16 (README); auto: bf16 for the exact critic on CUDA and CPUs with AMX or AVX512-BF16, else fp32 (the sketched critic has no large products)
-    # The discriminator at catalogue scale (README, "MMSSL at scale"):
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16: the critic's products and layers in bfloat16 (docs/mmssl.md); auto: bf16 for the exact critic on CUDA and CPUs with AMX or AVX512-BF16, else fp32 (the sketched critic has no large products)
+    # The discriminator at catalogue scale (docs/scale.md; design in docs/mmssl.md):
     discriminator: Literal["exact", "sketch", "auto"] = "auto"  # exact: the critic reads (B, I) rows (the authors'); sketch: their projection onto sketch_dim; auto: sketch above sketch_above_items
     sketch_dim: PositiveInt = 256  # p, width of the sketched rows the critic reads (its layers: p/4, p/8)
     sketch_kind: Literal["sparse", "gaussian"] = "sparse"  # sparse: a sign sketch, sketch_nnz entries per item (O(I nnz)); gaussian: dense N(0, 1/p) (O(I p))
